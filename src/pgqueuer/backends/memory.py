@@ -1,0 +1,619 @@
+"""The in-memory backend: the semantics of the PostgreSQL backend, kept in this process.
+
+It implements :class:`~pgqueuer.backends.protocol.QueueBackend` for real (priorities,
+deferral, leases with fencing, dedupe keys, fleet-wide limits, results, retention), so code
+tested against it behaves the same on PostgreSQL; ``tests/conformance`` runs one suite
+against both. Every method runs without awaiting between reading and writing its state,
+which makes each one atomic with respect to other asyncio tasks. The clock is injectable so
+tests can move time.
+
+Per entrypoint, runnable jobs sit in a heap ordered like the SQL claim (priority descending,
+then id) and deferred jobs in a heap ordered by due time; heap entries carry a version so
+entries made stale by a later change are skipped when popped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, NotificationCallback
+from pgqueuer.errors import DuplicateJobError, SchemaError
+from pgqueuer.models import (
+    TERMINAL_STATUSES,
+    BacklogEntry,
+    EntrypointLimit,
+    ErrorInfo,
+    HeartbeatReport,
+    Job,
+    JobResult,
+    Lease,
+    LogStatistics,
+    NewJob,
+    Outcome,
+    QueueStatistics,
+    RescueReport,
+    result_status,
+)
+from pgqueuer.types import JOB_STATUS, JobId, OnConflict
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Record:
+    """The mutable twin of a jobs-table row."""
+
+    id: JobId
+    entrypoint: str
+    priority: int
+    payload: bytes | None
+    headers: dict[str, Any] | None
+    dedupe_key: str | None
+    execute_after: datetime
+    created: datetime
+    updated: datetime
+    timeout: float | None
+    status: JOB_STATUS = "queued"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat: datetime | None = None
+    lease_expires_at: datetime | None = None
+    queue_manager_id: UUID | None = None
+    attempts: int = 0
+    crashes: int = 0
+    lease: int = 0
+    cancel_requested: bool = False
+    result_json: str | None = None
+    error: ErrorInfo | None = None
+    version: int = 0  # bumped whenever the record is (re)placed in a heap
+
+    def to_job(self) -> Job:
+        return Job(
+            id=self.id,
+            priority=self.priority,
+            created=self.created,
+            updated=self.updated,
+            heartbeat=self.heartbeat or self.updated,
+            execute_after=self.execute_after,
+            status=self.status,
+            entrypoint=self.entrypoint,
+            payload=self.payload,
+            attempts=self.attempts,
+            queue_manager_id=self.queue_manager_id,
+            headers=json.loads(json.dumps(self.headers)) if self.headers is not None else None,
+            lease=self.lease,
+            timeout=self.timeout,
+        )
+
+    def to_result(self) -> JobResult:
+        return JobResult(
+            id=self.id,
+            entrypoint=self.entrypoint,
+            status=result_status(self.status),
+            raw_status=self.status,
+            result=json.loads(self.result_json) if self.result_json is not None else None,
+            error_message=self.error.message if self.error else None,
+            error_type=self.error.type if self.error else None,
+            traceback=self.error.traceback if self.error else None,
+            attempts=self.attempts,
+            priority=self.priority,
+            created_at=self.created,
+            updated_at=self.updated,
+            execute_after=self.execute_after,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Queued jobs of one entrypoint: runnable now, and deferred until a time."""
+
+    ready: list[tuple[int, int, int]] = field(default_factory=list)  # (-priority, id, version)
+    deferred: list[tuple[datetime, int, int]] = field(default_factory=list)  # (due, id, version)
+
+
+class _Subscription:
+    def __init__(self, backend: MemoryBackend, callback: NotificationCallback) -> None:
+        self._backend = backend
+        self._callback = callback
+
+    async def close(self) -> None:
+        self._backend.unsubscribe(self._callback)
+
+
+class MemoryBackend:
+    """``QueueBackend`` in memory, for tests and development (one process, no durability)."""
+
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or _utc_now
+        self._jobs: dict[JobId, _Record] = {}
+        self._lanes: defaultdict[str, _Lane] = defaultdict(_Lane)
+        self._held_keys: dict[str, JobId] = {}
+        self._picked: Counter[str] = Counter()
+        self._next_id = 1
+        self._installed_version: int | None = None
+        self._listeners: list[NotificationCallback] = []
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _require_schema(self) -> None:
+        if self._installed_version is None:
+            raise SchemaError("schema not installed: call run_migrations()")
+
+    def _place(self, record: _Record) -> None:
+        """Put a queued record in its lane (runnable or deferred)."""
+        record.version += 1
+        lane = self._lanes[record.entrypoint]
+        if record.execute_after <= self._now():
+            heapq.heappush(lane.ready, (-record.priority, record.id, record.version))
+        else:
+            heapq.heappush(lane.deferred, (record.execute_after, record.id, record.version))
+
+    def _current(self, job_id: int, version: int) -> _Record | None:
+        record = self._jobs.get(JobId(job_id))
+        if record is None or record.status != "queued" or record.version != version:
+            return None
+        return record
+
+    def _promote_due(self, lane: _Lane, now: datetime) -> None:
+        while lane.deferred and lane.deferred[0][0] <= now:
+            _, job_id, version = heapq.heappop(lane.deferred)
+            record = self._current(job_id, version)
+            if record is not None:
+                heapq.heappush(lane.ready, (-record.priority, record.id, record.version))
+
+    def _take(self, lane: _Lane, count: int) -> list[_Record]:
+        taken: list[_Record] = []
+        while lane.ready and len(taken) < count:
+            _, job_id, version = heapq.heappop(lane.ready)
+            record = self._current(job_id, version)
+            if record is not None:
+                taken.append(record)
+        return taken
+
+    def _release_key(self, record: _Record) -> None:
+        if record.dedupe_key is not None and self._held_keys.get(record.dedupe_key) == record.id:
+            del self._held_keys[record.dedupe_key]
+
+    def _set_status(self, record: _Record, status: JOB_STATUS) -> None:
+        if record.status == "picked":
+            self._picked[record.entrypoint] -= 1
+        if status == "picked":
+            self._picked[record.entrypoint] += 1
+        record.status = status
+        if status in TERMINAL_STATUSES:
+            self._release_key(record)
+
+    def _publish(self, payload: str) -> None:
+        if not self._listeners:
+            return
+        loop = asyncio.get_running_loop()
+        for callback in list(self._listeners):
+            loop.call_soon(callback, payload)
+
+    # ---- schema -------------------------------------------------------------------------
+    def install_now(self) -> None:
+        """Install synchronously (``InMemoryDriver`` is ready to use once constructed)."""
+        if self._installed_version is None:
+            self._installed_version = self._latest_version()
+
+    @staticmethod
+    def _latest_version() -> int:
+        from pgqueuer.sql.render import migration_templates
+
+        return migration_templates()[-1][0]
+
+    async def migrate(self) -> list[int]:
+        if self._installed_version is not None:
+            return []
+        latest = self._latest_version()
+        self._installed_version = latest
+        return list(range(1, latest + 1))
+
+    async def schema_version(self) -> int | None:
+        return self._installed_version
+
+    async def uninstall(self) -> None:
+        self._jobs.clear()
+        self._lanes.clear()
+        self._held_keys.clear()
+        self._picked.clear()
+        self._installed_version = None
+
+    # ---- producers ----------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[JobId | None]:
+        self._require_schema()
+        if not jobs:
+            return []
+        # Decide every position before changing anything, so "raise" writes nothing.
+        plan: list[tuple[str, NewJob | JobId]] = []
+        first_in_batch: dict[str, int] = {}
+        conflicts: list[str | None] = []
+        for position, job in enumerate(jobs):
+            key = job.dedupe_key
+            if key is not None and (key in self._held_keys or key in first_in_batch):
+                if on_conflict == "raise":
+                    if key not in conflicts:
+                        conflicts.append(key)
+                    plan.append(("skip", JobId(0)))
+                elif on_conflict == "skip":
+                    plan.append(("skip", JobId(0)))
+                else:
+                    plan.append(("bump", job))
+                continue
+            if key is not None:
+                first_in_batch[key] = position
+            plan.append(("insert", job))
+        if conflicts:
+            raise DuplicateJobError(conflicts)
+
+        now = self._now()
+        ids: list[JobId | None] = []
+        woken: set[str] = set()
+        inserted_ids: dict[str, JobId] = {}
+        for action, item in plan:
+            if action == "skip":
+                ids.append(None)
+            elif action == "insert":
+                assert isinstance(item, NewJob)
+                record = self._insert(item, now)
+                if item.dedupe_key is not None:
+                    inserted_ids[item.dedupe_key] = record.id
+                if record.execute_after <= now:
+                    woken.add(record.entrypoint)
+                ids.append(record.id)
+            else:
+                assert isinstance(item, NewJob) and item.dedupe_key is not None
+                holder = self._held_keys.get(item.dedupe_key) or inserted_ids[item.dedupe_key]
+                existing = self._jobs[holder]
+                if item.priority > existing.priority:
+                    existing.priority = item.priority
+                    existing.updated = now
+                    if existing.status == "queued":
+                        self._place(existing)
+                ids.append(holder)
+        for entrypoint in sorted(woken):
+            self._publish(WAKE_PREFIX + entrypoint)
+        return ids
+
+    def _insert(self, job: NewJob, now: datetime) -> _Record:
+        job_id = JobId(self._next_id)
+        self._next_id += 1
+        execute_after = job.run_at if job.run_at is not None else now + timedelta(seconds=job.delay)
+        record = _Record(
+            id=job_id,
+            entrypoint=job.entrypoint,
+            priority=job.priority,
+            payload=job.payload,
+            headers=json.loads(json.dumps(dict(job.headers))) if job.headers is not None else None,
+            dedupe_key=job.dedupe_key,
+            execute_after=execute_after,
+            created=now,
+            updated=now,
+            timeout=job.timeout,
+        )
+        self._jobs[job_id] = record
+        if job.dedupe_key is not None:
+            self._held_keys[job.dedupe_key] = job_id
+        self._place(record)
+        return record
+
+    # ---- workers ------------------------------------------------------------------------
+    async def claim(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+    ) -> list[Job]:
+        self._require_schema()
+        if batch_size < 1:
+            return []
+        now = self._now()
+        candidates: list[_Record] = []
+        for entrypoint in entrypoints:
+            room = batch_size
+            if entrypoint.concurrency_limit > 0:
+                room = min(room, entrypoint.concurrency_limit - self._picked[entrypoint.name])
+            if room <= 0 or entrypoint.name not in self._lanes:
+                continue
+            lane = self._lanes[entrypoint.name]
+            self._promote_due(lane, now)
+            candidates.extend(self._take(lane, room))
+        candidates.sort(key=lambda r: (-r.priority, r.id))
+        chosen, leftover = candidates[:batch_size], candidates[batch_size:]
+        for record in leftover:
+            self._place(record)
+        expires = now + timedelta(seconds=lease_seconds)
+        for record in chosen:
+            self._set_status(record, "picked")
+            record.attempts += 1
+            record.lease += 1
+            record.queue_manager_id = worker_id
+            record.heartbeat = now
+            record.started_at = now
+            record.updated = now
+            record.lease_expires_at = expires
+        return [record.to_job() for record in chosen]
+
+    async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
+        self._require_schema()
+        now = self._now()
+        for name in entrypoints:
+            lane = self._lanes.get(name)
+            if lane is None:
+                continue
+            self._promote_due(lane, now)
+            while lane.ready:
+                _, job_id, version = lane.ready[0]
+                if self._current(job_id, version) is not None:
+                    return True
+                heapq.heappop(lane.ready)
+        return False
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+        self._require_schema()
+        now = self._now()
+        accepted: set[JobId] = set()
+        for outcome in outcomes:
+            record = self._jobs.get(outcome.job_id)
+            if record is None or record.status != "picked" or record.lease != outcome.lease:
+                continue
+            accepted.add(record.id)
+            record.crashes = 0
+            record.cancel_requested = False
+            record.lease_expires_at = None
+            record.updated = now
+            if not outcome.count_attempt:
+                record.attempts = max(record.attempts - 1, 0)
+            if outcome.status == "successful":
+                record.result_json = outcome.result_json
+                record.error = None
+            else:
+                record.result_json = None
+                record.error = outcome.error or record.error
+            if outcome.status == "queued":
+                record.execute_after = now + timedelta(seconds=outcome.retry_delay)
+                record.finished_at = None
+                record.queue_manager_id = None
+                self._set_status(record, "queued")
+                self._place(record)
+            else:
+                record.finished_at = now
+                self._set_status(record, outcome.status)
+        return accepted
+
+    async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
+        self._require_schema()
+        now = self._now()
+        alive: set[JobId] = set()
+        cancel: set[JobId] = set()
+        for lease in leases:
+            record = self._jobs.get(lease.job_id)
+            if record is None or record.status != "picked" or record.lease != lease.lease:
+                continue
+            record.heartbeat = now
+            record.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            alive.add(record.id)
+            if record.cancel_requested:
+                cancel.add(record.id)
+        return HeartbeatReport(frozenset(alive), frozenset(cancel))
+
+    async def rescue_expired(self, max_crashes: int) -> RescueReport:
+        self._require_schema()
+        now = self._now()
+        report = RescueReport()
+        expired = [
+            record
+            for record in self._jobs.values()
+            if record.status == "picked"
+            and record.lease_expires_at is not None
+            and record.lease_expires_at < now
+        ]
+        for record in sorted(expired, key=lambda r: r.id):
+            record.crashes += 1
+            record.lease += 1
+            record.queue_manager_id = None
+            record.lease_expires_at = None
+            record.updated = now
+            if record.cancel_requested:
+                record.cancel_requested = False
+                record.finished_at = now
+                self._set_status(record, "canceled")
+                report.poisoned.append(record.id)
+            elif record.crashes >= max_crashes:
+                record.error = ErrorInfo("WorkerCrashed", f"worker crashed {record.crashes} times")
+                record.finished_at = now
+                self._set_status(record, "exception")
+                report.poisoned.append(record.id)
+            else:
+                self._set_status(record, "queued")
+                self._place(record)
+                report.requeued.append(record.id)
+        return report
+
+    # ---- readers and administration -----------------------------------------------------
+    async def fetch_result(self, job_id: JobId) -> JobResult | None:
+        self._require_schema()
+        record = self._jobs.get(job_id)
+        return record.to_result() if record else None
+
+    async def fetch_job(self, job_id: JobId) -> Job | None:
+        self._require_schema()
+        record = self._jobs.get(job_id)
+        return record.to_job() if record else None
+
+    async def job_statuses(self, job_ids: Sequence[JobId]) -> list[tuple[JobId, JOB_STATUS]]:
+        self._require_schema()
+        return [(r.id, r.status) for i in job_ids if (r := self._jobs.get(i)) is not None]
+
+    async def cancel(self, job_ids: Sequence[JobId]) -> list[JobId]:
+        self._require_schema()
+        now = self._now()
+        affected: list[JobId] = []
+        for job_id in job_ids:
+            record = self._jobs.get(job_id)
+            if record is None or record.id in affected:
+                continue
+            if record.status == "queued":
+                record.finished_at = now
+                record.updated = now
+                self._set_status(record, "canceled")
+                affected.append(record.id)
+            elif record.status == "picked":
+                record.cancel_requested = True
+                record.updated = now
+                affected.append(record.id)
+        if affected:
+            self._publish(CANCEL_NOTICE)
+        return affected
+
+    async def queue_size(self) -> list[QueueStatistics]:
+        self._require_schema()
+        counts: Counter[tuple[str, int, JOB_STATUS]] = Counter(
+            (r.entrypoint, r.priority, r.status)
+            for r in self._jobs.values()
+            if r.status in ("queued", "picked")
+        )
+        ordered = sorted(counts.items(), key=lambda item: (item[0][0], -item[0][1], item[0][2]))
+        return [
+            QueueStatistics(count=n, entrypoint=ep, priority=prio, status=status)
+            for (ep, prio, status), n in ordered
+        ]
+
+    async def backlog(self) -> list[BacklogEntry]:
+        self._require_schema()
+        now = self._now()
+        queued: Counter[str] = Counter()
+        runnable: Counter[str] = Counter()
+        oldest: dict[str, datetime] = {}
+        for record in self._jobs.values():
+            if record.status != "queued":
+                continue
+            queued[record.entrypoint] += 1
+            if record.execute_after <= now:
+                runnable[record.entrypoint] += 1
+                current = oldest.get(record.entrypoint)
+                if current is None or record.execute_after < current:
+                    oldest[record.entrypoint] = record.execute_after
+        return [
+            BacklogEntry(
+                entrypoint=name,
+                queued=queued[name],
+                runnable=runnable[name],
+                oldest_age_seconds=(now - oldest[name]).total_seconds() if name in oldest else None,
+            )
+            for name in sorted(queued)
+        ]
+
+    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
+        self._require_schema()
+        wanted = None if entrypoints is None else set(entrypoints)
+        doomed = [
+            r
+            for r in self._jobs.values()
+            if r.status == "queued" and (wanted is None or r.entrypoint in wanted)
+        ]
+        for record in doomed:
+            self._release_key(record)
+            del self._jobs[record.id]
+        return len(doomed)
+
+    async def list_failed(self, limit: int) -> list[Job]:
+        self._require_schema()
+        failed = [
+            r
+            for r in self._jobs.values()
+            if r.status in ("failed", "exception") and r.finished_at is not None
+        ]
+        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=True)
+        return [r.to_job() for r in failed[:limit]]
+
+    async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
+        self._require_schema()
+        now = self._now()
+        moved: list[JobId] = []
+        for job_id in job_ids:
+            record = self._jobs.get(job_id)
+            if record is None or record.status not in ("failed", "exception"):
+                continue
+            key = record.dedupe_key
+            if key is not None and key in self._held_keys:
+                raise DuplicateJobError([key])
+            record.attempts = 0
+            record.crashes = 0
+            record.execute_after = now
+            record.finished_at = None
+            record.queue_manager_id = None
+            record.updated = now
+            self._set_status(record, "queued")
+            if key is not None:
+                self._held_keys[key] = record.id
+            self._place(record)
+            moved.append(record.id)
+        for entrypoint in sorted({self._jobs[i].entrypoint for i in moved}):
+            self._publish(WAKE_PREFIX + entrypoint)
+        return moved
+
+    async def prune(self, older_than_seconds: float, batch_size: int) -> int:
+        self._require_schema()
+        cutoff = self._now() - timedelta(seconds=older_than_seconds)
+        old = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if r.finished_at is not None and r.finished_at < cutoff
+            ),
+            key=lambda r: (r.finished_at, r.id),
+        )[:batch_size]
+        for record in old:
+            del self._jobs[record.id]
+        return len(old)
+
+    async def log_statistics(self, limit: int, last_seconds: float | None) -> list[LogStatistics]:
+        self._require_schema()
+        since = None if last_seconds is None else self._now() - timedelta(seconds=last_seconds)
+        counts: Counter[tuple[datetime, str, int, JOB_STATUS]] = Counter()
+        for r in self._jobs.values():
+            if r.finished_at is None or (since is not None and r.finished_at < since):
+                continue
+            second = r.finished_at.replace(microsecond=0)
+            counts[(second, r.entrypoint, r.priority, r.status)] += 1
+        ordered = sorted(
+            counts.items(), key=lambda item: (-item[0][0].timestamp(), item[0][1], -item[0][2])
+        )
+        return [
+            LogStatistics(count=n, created=created, entrypoint=ep, priority=prio, status=status)
+            for (created, ep, prio, status), n in ordered[:limit]
+        ]
+
+    async def now(self) -> datetime:
+        return self._now()
+
+    # ---- notifications ------------------------------------------------------------------
+    async def listen(self, callback: NotificationCallback) -> _Subscription:
+        self._listeners.append(callback)
+        return _Subscription(self, callback)
+
+    def unsubscribe(self, callback: NotificationCallback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    async def notify(self, payload: str) -> None:
+        self._publish(payload)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,193 @@
+"""The semantic boundary between the core and a store of jobs.
+
+The core (worker loop, scheduler, facades) calls these operations and never sees SQL.
+Two implementations exist: :class:`pgqueuer.backends.sql.SqlBackend` (PostgreSQL through
+asyncpg or psycopg) and :class:`pgqueuer.backends.memory.MemoryBackend` (pure Python, same
+semantics, for tests and development). ``tests/conformance`` runs one behaviour suite
+against every implementation.
+
+Vocabulary
+----------
+status     queued -> picked -> successful | exception | failed | canceled   (and deleted)
+           ``exception``: failed for good, kept for its error until retention prunes it.
+           ``failed``:    failed for good and *held* for a human (on_failure="hold");
+                          ``requeue`` puts it back.
+lease      A fencing token. Every claim of a job increments it. Every later write about the
+           job (finish, heartbeat) names (id, lease) and is ignored when the lease moved on,
+           so a worker that lost its job can never overwrite the new owner's work.
+lease_expires_at
+           Set to now + lease_seconds on claim and on each heartbeat. A picked job whose lease
+           expired is put back in the queue by ``rescue_expired`` (its ``crashes`` counter goes
+           up; after ``max_crashes`` expiries in a row it is failed as poison).
+now        Always the store's clock (database ``now()``), never the worker's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+from pgqueuer.models import (
+    BacklogEntry,
+    EntrypointLimit,
+    HeartbeatReport,
+    Job,
+    JobResult,
+    Lease,
+    LogStatistics,
+    NewJob,
+    Outcome,
+    QueueStatistics,
+    RescueReport,
+)
+from pgqueuer.types import JOB_STATUS, JobId, OnConflict
+
+#: Called with the payload of each notification received: ``WAKE_PREFIX + entrypoint`` when
+#: work became available, ``CANCEL_NOTICE`` when jobs were asked to cancel, or
+#: ``HEALTH_PREFIX + token`` for a listener health probe.
+NotificationCallback = Callable[[str], None]
+
+WAKE_PREFIX = "w:"
+CANCEL_NOTICE = "c"
+HEALTH_PREFIX = "h:"
+
+
+class Subscription(Protocol):
+    """A live LISTEN; ``close`` stops delivery."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class QueueBackend(Protocol):
+    """Operations on the job store. All methods are safe to call concurrently."""
+
+    # ---- schema -------------------------------------------------------------------------
+    async def migrate(self) -> list[int]:
+        """Install or upgrade the schema; return the migration versions applied now.
+
+        Idempotent and safe from many processes at once (serialised by an advisory lock).
+        """
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The newest applied migration, or ``None`` when nothing is installed."""
+        ...
+
+    async def uninstall(self) -> None:
+        """Drop every object pgqueuer owns (jobs and schedules are lost)."""
+        ...
+
+    # ---- producers ----------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[JobId | None]:
+        """Insert jobs in one atomic step; return their ids in input order.
+
+        Each job runs after ``run_at`` if given, else after now + ``delay`` seconds.
+        Dedupe: a ``dedupe_key`` may be held by at most one job that is queued or picked.
+        ``on_conflict``: ``raise`` -> DuplicateJobError naming the keys, nothing inserted;
+        ``skip`` -> ``None`` at that position; ``update_priority`` -> the existing job's
+        priority becomes max(old, new) and its id is returned. Within one call the first
+        occurrence of a key wins (later ones conflict with it).
+        Sends one wake-up per distinct entrypoint that got a job runnable now.
+        """
+        ...
+
+    # ---- workers ------------------------------------------------------------------------
+    async def claim(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+    ) -> list[Job]:
+        """Claim up to ``batch_size`` runnable jobs of the given entrypoints.
+
+        Runnable: status ``queued`` and ``execute_after <= now``. Order: priority
+        descending, then id ascending. Each claimed job becomes ``picked`` with
+        ``attempts + 1``, ``lease + 1``, ``queue_manager_id = worker_id``,
+        ``heartbeat = now`` and ``lease_expires_at = now + lease_seconds``.
+        An entrypoint with ``concurrency_limit > 0`` never has more than that many
+        ``picked`` jobs across all workers. Two concurrent claims never return the same job.
+        """
+        ...
+
+    async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
+        """True if a job of these entrypoints is queued and due now (limits ignored)."""
+        ...
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+        """Record the end of runs in one step; return the ids whose lease still matched.
+
+        An outcome applies only if the job is ``picked`` with the same lease. Status
+        ``queued`` (retry or release) puts the job back with ``execute_after = now +
+        retry_delay``; when ``count_attempt`` is False the attempt is given back
+        (``attempts - 1``). Terminal statuses set ``finished_at``; ``successful`` stores
+        ``result_json``; failures store ``error``. Any outcome resets ``crashes`` to 0.
+        """
+        ...
+
+    async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
+        """Extend the leases that still match; report those and the ones asked to cancel."""
+        ...
+
+    async def rescue_expired(self, max_crashes: int) -> RescueReport:
+        """Put picked jobs whose lease expired back in the queue (or fail them as poison).
+
+        ``crashes`` goes up by one; when it reaches ``max_crashes`` the job becomes
+        ``exception`` with the error "worker crashed N times" instead of being requeued.
+        The lease is bumped, so the lost worker can no longer write.
+        """
+        ...
+
+    # ---- readers and administration -----------------------------------------------------
+    async def fetch_result(self, job_id: JobId) -> JobResult | None: ...
+
+    async def fetch_job(self, job_id: JobId) -> Job | None: ...
+
+    async def job_statuses(self, job_ids: Sequence[JobId]) -> list[tuple[JobId, JOB_STATUS]]: ...
+
+    async def cancel(self, job_ids: Sequence[JobId]) -> list[JobId]:
+        """Cancel jobs: queued ones become ``canceled`` now; picked ones are flagged
+        ``cancel_requested`` (their worker stops the handler and records ``canceled``).
+        Returns the ids that were queued or picked. Sends ``CANCEL_NOTICE``.
+        """
+        ...
+
+    async def queue_size(self) -> list[QueueStatistics]:
+        """Counts of queued and picked jobs per (entrypoint, priority, status)."""
+        ...
+
+    async def backlog(self) -> list[BacklogEntry]: ...
+
+    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
+        """Delete queued jobs (of those entrypoints, or all); return how many."""
+        ...
+
+    async def list_failed(self, limit: int) -> list[Job]:
+        """Jobs held as ``failed`` or ended as ``exception``, newest first."""
+        ...
+
+    async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
+        """Put ``failed``/``exception`` jobs back to ``queued`` now with attempts reset."""
+        ...
+
+    async def prune(self, older_than_seconds: float, batch_size: int) -> int:
+        """Delete up to ``batch_size`` finished jobs older than the cut-off; return count."""
+        ...
+
+    async def log_statistics(self, limit: int, last_seconds: float | None) -> list[LogStatistics]:
+        """Finished jobs per (second, entrypoint, priority, status), newest first."""
+        ...
+
+    async def now(self) -> datetime: ...
+
+    # ---- notifications ------------------------------------------------------------------
+    async def listen(self, callback: NotificationCallback) -> Subscription: ...
+
+    async def notify(self, payload: str) -> None: ...
+
+    async def close(self) -> None:
+        """Release what the backend owns (connections it opened itself)."""
+        ...

@@ -1,0 +1,415 @@
+"""The PostgreSQL backend: the semantic operations of ``protocol.QueueBackend`` in SQL.
+
+Driver details stay behind :class:`pgqueuer.backends.connector.Connector`; every statement
+comes from :mod:`pgqueuer.sql.queries`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pgqueuer.backends.connector import Connector, Row, is_unique_violation
+from pgqueuer.backends.protocol import CANCEL_NOTICE, NotificationCallback, Subscription
+from pgqueuer.config import DatabaseNames
+from pgqueuer.errors import DuplicateJobError, SchemaError
+from pgqueuer.models import (
+    BacklogEntry,
+    EntrypointLimit,
+    ErrorInfo,
+    HeartbeatReport,
+    Job,
+    JobResult,
+    Lease,
+    LogStatistics,
+    NewJob,
+    Outcome,
+    QueueStatistics,
+    RescueReport,
+    result_status,
+)
+from pgqueuer.sql.queries import Statements, build_statements
+from pgqueuer.sql.render import migration_templates, render
+from pgqueuer.types import JOB_STATUS, JobId, OnConflict
+
+
+def job_from_row(row: Row) -> Job:
+    headers = row["headers"]
+    payload = row["payload"]
+    return Job(
+        id=JobId(row["id"]),
+        priority=row["priority"],
+        created=row["created"],
+        updated=row["updated"],
+        heartbeat=row["heartbeat"] or row["updated"],
+        execute_after=row["execute_after"],
+        status=row["status"],
+        entrypoint=row["entrypoint"],
+        payload=bytes(payload) if payload is not None else None,
+        attempts=row["attempts"],
+        queue_manager_id=_as_uuid(row["queue_manager_id"]),
+        headers=json.loads(headers) if headers is not None else None,
+        lease=row["lease"],
+        timeout=row["timeout_seconds"],
+    )
+
+
+def _as_uuid(value: Any) -> UUID | None:
+    # asyncpg returns its own UUID type; normalise to the standard library's.
+    return None if value is None else UUID(str(value))
+
+
+def result_from_row(row: Row) -> JobResult:
+    error = ErrorInfo.from_json(row["error"])
+    result = row["result"]
+    return JobResult(
+        id=JobId(row["id"]),
+        entrypoint=row["entrypoint"],
+        status=result_status(row["status"]),
+        raw_status=row["status"],
+        result=json.loads(result) if result is not None else None,
+        error_message=error.message if error else None,
+        error_type=error.type if error else None,
+        traceback=error.traceback if error else None,
+        attempts=row["attempts"],
+        priority=row["priority"],
+        created_at=row["created"],
+        updated_at=row["updated"],
+        execute_after=row["execute_after"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def enqueue_statement(
+    sql: Statements, channel: str, jobs: Sequence[NewJob], on_conflict: OnConflict
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and bound arguments that insert ``jobs`` (async and sync callers)."""
+    submitted = collapse_repeated_keys(jobs) if on_conflict == "update_priority" else jobs
+    statement = {
+        "raise": sql.enqueue,
+        "skip": sql.enqueue_skip,
+        "update_priority": sql.enqueue_update_priority,
+    }[on_conflict]
+    args = (
+        [j.entrypoint for j in submitted],
+        [j.payload for j in submitted],
+        [j.priority for j in submitted],
+        [float(j.delay) for j in submitted],
+        [j.run_at for j in submitted],
+        [j.dedupe_key for j in submitted],
+        [json.dumps(dict(j.headers)) if j.headers is not None else None for j in submitted],
+        [j.timeout for j in submitted],
+        channel,
+    )
+    return statement, args
+
+
+def collapse_repeated_keys(jobs: Sequence[NewJob]) -> list[NewJob]:
+    # ON CONFLICT DO UPDATE may not touch one row twice in a statement, so a key repeated
+    # within the batch is folded into its first occurrence (with the highest priority).
+    first: dict[str, int] = {}
+    collapsed: list[NewJob] = []
+    for job in jobs:
+        key = job.dedupe_key
+        if key is None:
+            collapsed.append(job)
+        elif key not in first:
+            first[key] = len(collapsed)
+            collapsed.append(job)
+        else:
+            earlier = collapsed[first[key]]
+            if job.priority > earlier.priority:
+                collapsed[first[key]] = replace(earlier, priority=job.priority)
+    return collapsed
+
+
+def ids_by_position(
+    jobs: Sequence[NewJob], rows: Sequence[Row], on_conflict: OnConflict
+) -> list[JobId | None]:
+    # Rows come back for inserted jobs (and, with update_priority, for the existing job
+    # that holds a key). Jobs without a key are matched in order (their ids were drawn in
+    # input order); keyed jobs by key. A key repeated in the batch conflicts with its
+    # first occurrence: skipped, or (update_priority) answered with the same id.
+    by_key = {row["dedupe_key"]: JobId(row["id"]) for row in rows if row["dedupe_key"]}
+    unkeyed = iter(sorted(JobId(row["id"]) for row in rows if not row["dedupe_key"]))
+    seen: set[str] = set()
+    result: list[JobId | None] = []
+    for job in jobs:
+        key = job.dedupe_key
+        if key is None:
+            result.append(next(unkeyed))
+        elif key in seen and on_conflict == "skip":
+            result.append(None)
+        else:
+            result.append(by_key.get(key))
+            seen.add(key)
+    return result
+
+
+class SqlBackend:
+    """``QueueBackend`` over PostgreSQL. Owns nothing but what its connector owns."""
+
+    def __init__(self, connector: Connector, names: DatabaseNames | None = None) -> None:
+        self.connector = connector
+        self.names = names or DatabaseNames()
+        self.sql: Statements = build_statements(self.names)
+
+    # ---- schema -------------------------------------------------------------------------
+    async def migrate(self) -> list[int]:
+        names = self.names
+        applied_now: list[int] = []
+        async with self.connector.transaction() as session:
+            # One upgrader at a time across every process; the others wait, then find
+            # nothing left to do.
+            await session.execute(self.sql.migration_lock, names.qualified(names.migrations))
+            if names.schema:
+                await session.execute(self.sql.create_schema)
+            await self._refuse_foreign_schema(session)
+            await session.execute(self.sql.create_migrations_table)
+            done = {row["version"] for row in await session.fetch(self.sql.applied_versions)}
+            for version, name, template in migration_templates():
+                if version in done:
+                    continue
+                await session.execute(render(template, names))
+                await session.execute(self.sql.record_migration, version, name)
+                applied_now.append(version)
+        return applied_now
+
+    async def _refuse_foreign_schema(self, session: Any) -> None:
+        names = self.names
+        jobs = (await session.fetch(self.sql.table_exists, names.qualified(names.jobs)))[0]
+        ours = (await session.fetch(self.sql.table_exists, names.qualified(names.migrations)))[0]
+        if jobs["present"] and not ours["present"]:
+            raise SchemaError(
+                f"table {names.qualified(names.jobs)!r} exists but was not created by this "
+                "pgqueuer (no migrations table; perhaps a pgqueuer 1.x install). Nothing was "
+                "changed. Use another prefix or schema (prefix=..., schema=...), or drop the "
+                "old tables once their jobs are done."
+            )
+
+    async def schema_version(self) -> int | None:
+        names = self.names
+        row = (
+            await self.connector.fetch(self.sql.table_exists, names.qualified(names.migrations))
+        )[0]
+        if not row["present"]:
+            return None
+        versions = [r["version"] for r in await self.connector.fetch(self.sql.applied_versions)]
+        return max(versions) if versions else None
+
+    async def uninstall(self) -> None:
+        await self.connector.execute(self.sql.drop_all)
+
+    # ---- producers ----------------------------------------------------------------------
+    def enqueue_statement(
+        self, jobs: Sequence[NewJob], on_conflict: OnConflict
+    ) -> tuple[str, tuple[Any, ...]]:
+        return enqueue_statement(self.sql, self.names.channel, jobs, on_conflict)
+
+    async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[JobId | None]:
+        if not jobs:
+            return []
+        statement, args = self.enqueue_statement(jobs, on_conflict)
+        try:
+            rows = await self.connector.fetch(statement, *args)
+        except Exception as exc:
+            if is_unique_violation(exc):
+                raise DuplicateJobError(await self._held_keys(jobs)) from None
+            raise
+        return ids_by_position(jobs, rows, on_conflict)
+
+    async def _held_keys(self, jobs: Sequence[NewJob]) -> list[str | None]:
+        keys = [j.dedupe_key for j in jobs if j.dedupe_key is not None]
+        rows = await self.connector.fetch(self.sql.held_dedupe_keys, keys)
+        held = {row["dedupe_key"] for row in rows}
+        seen: set[str] = set()
+        conflicting: list[str | None] = []
+        for key in keys:
+            if (key in held or key in seen) and key not in conflicting:
+                conflicting.append(key)
+            seen.add(key)
+        return conflicting
+
+    # ---- workers ------------------------------------------------------------------------
+    async def claim(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+    ) -> list[Job]:
+        if not entrypoints or batch_size < 1:
+            return []
+        args = (
+            [e.name for e in entrypoints],
+            batch_size,
+            worker_id,
+            float(lease_seconds),
+            [e.concurrency_limit for e in entrypoints],
+        )
+        limited = [e.name for e in entrypoints if e.concurrency_limit > 0]
+        if not limited:
+            rows = await self.connector.fetch(self.sql.claim, *args)
+        else:
+            # The count of picked rows is only trustworthy while no other claim for the same
+            # entrypoint is in flight: hold a per-entrypoint advisory lock for the
+            # transaction, and count in a later statement (a fresh snapshot).
+            async with self.connector.transaction() as session:
+                await session.execute(
+                    self.sql.claim_lock, self.names.qualified(self.names.jobs), limited
+                )
+                rows = await session.fetch(self.sql.claim, *args)
+        jobs = [job_from_row(row) for row in rows]
+        jobs.sort(key=lambda job: (-job.priority, job.id))
+        return jobs
+
+    async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
+        rows = await self.connector.fetch(self.sql.has_runnable, list(entrypoints))
+        return bool(rows[0]["present"])
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+        if not outcomes:
+            return set()
+        rows = await self.connector.fetch(
+            self.sql.finish,
+            [o.job_id for o in outcomes],
+            [o.lease for o in outcomes],
+            [o.status for o in outcomes],
+            [o.result_json for o in outcomes],
+            [o.error.to_json() if o.error else None for o in outcomes],
+            [float(o.retry_delay) for o in outcomes],
+            [o.count_attempt for o in outcomes],
+        )
+        return {JobId(row["id"]) for row in rows}
+
+    async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
+        if not leases:
+            return HeartbeatReport(frozenset(), frozenset())
+        rows = await self.connector.fetch(
+            self.sql.heartbeat,
+            [lease.job_id for lease in leases],
+            [lease.lease for lease in leases],
+            float(lease_seconds),
+        )
+        return HeartbeatReport(
+            alive=frozenset(JobId(row["id"]) for row in rows),
+            cancel_requested=frozenset(JobId(row["id"]) for row in rows if row["cancel_requested"]),
+        )
+
+    async def rescue_expired(self, max_crashes: int) -> RescueReport:
+        rows = await self.connector.fetch(self.sql.rescue_expired, max_crashes)
+        report = RescueReport()
+        for row in rows:
+            if row["status"] == "queued":
+                report.requeued.append(JobId(row["id"]))
+            else:
+                report.poisoned.append(JobId(row["id"]))
+        return report
+
+    # ---- readers and administration -----------------------------------------------------
+    async def fetch_result(self, job_id: JobId) -> JobResult | None:
+        rows = await self.connector.fetch(self.sql.fetch_result, job_id)
+        return result_from_row(rows[0]) if rows else None
+
+    async def fetch_job(self, job_id: JobId) -> Job | None:
+        rows = await self.connector.fetch(self.sql.fetch_job, job_id)
+        return job_from_row(rows[0]) if rows else None
+
+    async def job_statuses(self, job_ids: Sequence[JobId]) -> list[tuple[JobId, JOB_STATUS]]:
+        rows = await self.connector.fetch(self.sql.job_statuses, list(job_ids))
+        return [(JobId(row["id"]), row["status"]) for row in rows]
+
+    async def cancel(self, job_ids: Sequence[JobId]) -> list[JobId]:
+        ids = list(job_ids)
+        queued = await self.connector.fetch(self.sql.cancel_queued, ids)
+        picked = await self.connector.fetch(self.sql.cancel_picked, ids)
+        affected = [JobId(row["id"]) for row in (*queued, *picked)]
+        if affected:
+            await self.notify(CANCEL_NOTICE)
+        return affected
+
+    async def queue_size(self) -> list[QueueStatistics]:
+        rows = await self.connector.fetch(self.sql.queue_size)
+        return [
+            QueueStatistics(
+                count=row["count"],
+                entrypoint=row["entrypoint"],
+                priority=row["priority"],
+                status=row["status"],
+            )
+            for row in rows
+        ]
+
+    async def backlog(self) -> list[BacklogEntry]:
+        rows = await self.connector.fetch(self.sql.backlog)
+        return [
+            BacklogEntry(
+                entrypoint=row["entrypoint"],
+                queued=row["queued"],
+                runnable=row["runnable"],
+                oldest_age_seconds=row["oldest_age_seconds"],
+            )
+            for row in rows
+        ]
+
+    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
+        rows = await self.connector.fetch(
+            self.sql.clear_queue + " RETURNING id",
+            list(entrypoints) if entrypoints is not None else None,
+        )
+        return len(rows)
+
+    async def list_failed(self, limit: int) -> list[Job]:
+        return [
+            job_from_row(row) for row in await self.connector.fetch(self.sql.list_failed, limit)
+        ]
+
+    async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
+        try:
+            rows = await self.connector.fetch(self.sql.requeue, list(job_ids), self.names.channel)
+        except Exception as exc:
+            if is_unique_violation(exc):  # its dedupe key is held by a newer job
+                raise DuplicateJobError([None]) from None
+            raise
+        return [JobId(row["id"]) for row in rows]
+
+    async def prune(self, older_than_seconds: float, batch_size: int) -> int:
+        rows = await self.connector.fetch(
+            self.sql.prune + " RETURNING id", float(older_than_seconds), batch_size
+        )
+        return len(rows)
+
+    async def log_statistics(self, limit: int, last_seconds: float | None) -> list[LogStatistics]:
+        rows = await self.connector.fetch(
+            self.sql.log_statistics, limit, None if last_seconds is None else float(last_seconds)
+        )
+        return [
+            LogStatistics(
+                count=row["count"],
+                created=row["created"],
+                entrypoint=row["entrypoint"],
+                priority=row["priority"],
+                status=row["status"],
+            )
+            for row in rows
+        ]
+
+    async def now(self) -> datetime:
+        rows = await self.connector.fetch(self.sql.now)
+        value: datetime = rows[0]["now"]
+        return value
+
+    # ---- notifications ------------------------------------------------------------------
+    async def listen(self, callback: NotificationCallback) -> Subscription:
+        return await self.connector.listen(self.names.channel, callback)
+
+    async def notify(self, payload: str) -> None:
+        await self.connector.execute(self.sql.notify, self.names.channel, payload)
+
+    async def close(self) -> None:
+        await self.connector.close()

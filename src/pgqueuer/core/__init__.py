@@ -1,0 +1,1 @@
+"""The engine: worker loop, executors, retry policies, scheduler, maintenance."""

@@ -1,0 +1,94 @@
+"""Turning the end of a handler run into an :class:`~pgqueuer.models.Outcome`, and writing
+outcomes back in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.errors import DatabaseUnavailableError, PayloadError
+from pgqueuer.models import ErrorInfo, Outcome
+from pgqueuer.types import JobId
+
+logger = logging.getLogger("pgqueuer.worker")
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(
+        type=type(exc).__qualname__,
+        message=str(exc) or type(exc).__name__,
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def result_to_json(value: Any) -> str:
+    """Serialise a handler's return value; a clear PayloadError when it is not JSON."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"the handler returned a value that cannot be stored as JSON "
+            f"({type(value).__name__}): {exc}"
+        ) from exc
+
+
+class OutcomeWriter:
+    """Buffers outcomes and writes them with one statement per batch.
+
+    There is no timer: whatever accumulated while the previous write was in flight goes in
+    the next one, so a busy worker batches naturally and an idle one writes at once.
+    Writes that fail because the database is unreachable are retried with backoff; the
+    outcomes stay buffered (the leases fence any that arrive too late).
+    """
+
+    def __init__(
+        self,
+        backend: QueueBackend,
+        on_written: Callable[[list[Outcome], set[JobId]], None] | None = None,
+        max_batch: int = 1000,
+    ) -> None:
+        self._backend = backend
+        self._pending: list[Outcome] = []
+        self._has_work = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._on_written = on_written
+        self._max_batch = max_batch
+
+    def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._idle.clear()
+        self._has_work.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def wait_idle(self) -> None:
+        """Return once everything added so far has been written."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._has_work.wait()
+            batch = self._pending[: self._max_batch]
+            try:
+                accepted = await self._backend.finish(batch)
+            except DatabaseUnavailableError as exc:
+                logger.warning("could not record %d job outcomes (%s); retrying", len(batch), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            del self._pending[: len(batch)]
+            if self._on_written is not None:
+                self._on_written(batch, accepted)
+            if not self._pending:
+                self._has_work.clear()
+                self._idle.set()

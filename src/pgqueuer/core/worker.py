@@ -1,0 +1,735 @@
+"""The worker: claims jobs in batches, runs their handlers concurrently, writes outcomes back.
+
+``QueueManager`` holds the registrations (it is ``pg.worker`` in the seed API and ``pgq.qm``
+in pgqueuer 1.x); each ``run()`` builds a :class:`WorkerRun` that owns the loops of one run:
+
+claim loop      claim up to ``batch_size`` jobs (never more than free local capacity); a full
+                batch means claim again at once, a short one means wait for a NOTIFY naming
+                one of our entrypoints, a freed slot, or ``poll_interval`` (polling is the
+                guarantee, NOTIFY only the hint)
+outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``)
+heartbeats      one statement per interval for all running jobs; lost leases and cancel
+                requests come back in the answer
+rescue          puts jobs of dead workers back in the queue once their lease expired
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, TypeVar, overload
+from uuid import UUID, uuid4
+
+from pgqueuer.backends.protocol import (
+    CANCEL_NOTICE,
+    WAKE_PREFIX,
+    QueueBackend,
+    Subscription,
+)
+from pgqueuer.config import DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, WorkerSettings
+from pgqueuer.core.executors import (
+    AbstractEntrypointExecutor,
+    EntrypointExecutor,
+    EntrypointExecutorParameters,
+)
+from pgqueuer.core.outcomes import OutcomeWriter, error_info, result_to_json
+from pgqueuer.core.retry import NO_RETRY, RetryPolicy
+from pgqueuer.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    JobCancelled,
+    JobTimeout,
+    PayloadError,
+    RetryRequested,
+)
+from pgqueuer.models import (
+    CancellationScope,
+    Context,
+    EntrypointLimit,
+    ErrorInfo,
+    Job,
+    Lease,
+    Outcome,
+)
+from pgqueuer.types import JobId, OnFailure, QueueExecutionMode
+
+logger = logging.getLogger("pgqueuer.worker")
+
+F = TypeVar("F", bound=Callable[..., Any])
+StopReason = Literal["cancel", "release", "lost"]
+ON_FAILURE_VALUES = ("delete", "hold")
+MAX_ENTRYPOINT_LENGTH = 200
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def backend_of(source: object) -> QueueBackend:
+    """A backend from a backend, a ``Queries``/``PgQueuer`` (their ``.backend``) or a driver."""
+    from pgqueuer.backends.resolve import resolve_backend
+    from pgqueuer.config import DatabaseNames
+
+    backend = getattr(source, "backend", None)
+    if backend is not None:
+        return backend  # type: ignore[no-any-return]
+    return resolve_backend(source, DatabaseNames())
+
+
+def validate_task_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"a task name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_ENTRYPOINT_LENGTH:
+        raise ConfigurationError(
+            f"task name {name[:40]!r}... is {len(name)} characters; at most "
+            f"{MAX_ENTRYPOINT_LENGTH} are allowed"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Everything the worker knows about one task name."""
+
+    name: str
+    executor: AbstractEntrypointExecutor
+    concurrency_limit: int = 0
+    on_failure: OnFailure = "delete"
+    timeout: float | None = None
+    retry: RetryPolicy = NO_RETRY
+
+
+class QueueManager:
+    """Registrations plus ``run()``. ``pg.worker`` (seed API) and ``pgq.qm`` (1.x) are this."""
+
+    min_dequeue_poll_interval = timedelta(seconds=0.1)
+
+    def __init__(
+        self,
+        queries: object,
+        channel: str | None = None,
+        resources: MutableMapping[str, Any] | None = None,
+        tracer: object | None = None,
+    ) -> None:
+        del tracer  # 1.x tracing hook: not supported yet
+        self.backend = backend_of(queries)
+        self.channel = channel
+        self.resources: MutableMapping[str, Any] = resources if resources is not None else {}
+        self.registrations: dict[str, Registration] = {}
+        self.queue_manager_id: UUID = uuid4()
+        self.job_context: dict[JobId, Context] = {}
+        self.shutdown = asyncio.Event()
+        self._current: WorkerRun | None = None
+
+    # ---- registration -------------------------------------------------------------------
+    @property
+    def entrypoint_registry(self) -> dict[str, AbstractEntrypointExecutor]:
+        return {name: reg.executor for name, reg in self.registrations.items()}
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.registrations)
+
+    def _add(self, registration: Registration) -> None:
+        if registration.name in self.registrations:
+            raise RuntimeError(f"a handler for {registration.name!r} is already registered")
+        self.registrations[registration.name] = registration
+
+    @overload
+    def register_task(
+        self,
+        func: F,
+        /,
+        name: str | None = None,
+        *,
+        concurrency_limit: int = 0,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | None = None,
+        on_failure: OnFailure = "delete",
+        accepts_context: bool | None = None,
+    ) -> F: ...
+
+    @overload
+    def register_task(
+        self,
+        func: None = None,
+        /,
+        name: str | None = None,
+        *,
+        concurrency_limit: int = 0,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | None = None,
+        on_failure: OnFailure = "delete",
+        accepts_context: bool | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def register_task(
+        self,
+        func: F | None = None,
+        /,
+        name: str | None = None,
+        *,
+        concurrency_limit: int = 0,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | None = None,
+        on_failure: OnFailure = "delete",
+        accepts_context: bool | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register ``func`` as the handler of task ``name`` (default: the function's name).
+
+        Works as a call (``register_task(fn)``) and as a decorator (``@register_task`` or
+        ``@register_task(name="x", timeout=30)``). Handlers may be ``async def`` or plain
+        ``def`` (run in a thread), taking ``(job_id, payload)``, ``(job)`` or
+        ``(job, context)``. The return value is stored as the job's JSON result.
+        """
+
+        def register(target: F) -> F:
+            task_name = name if name is not None else getattr(target, "__name__", None)
+            self._register(
+                validate_task_name(task_name),
+                target,
+                concurrency_limit=concurrency_limit,
+                timeout=timeout,
+                retry=retry,
+                on_failure=on_failure,
+                accepts_context=accepts_context,
+                executor_factory=None,
+            )
+            return target
+
+        return register(func) if func is not None else register
+
+    def entrypoint(
+        self,
+        name: str,
+        *,
+        concurrency_limit: int = 0,
+        accepts_context: bool | None = None,
+        on_failure: OnFailure = "delete",
+        executor_factory: Callable[[EntrypointExecutorParameters], AbstractEntrypointExecutor]
+        | None = None,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[F], F]:
+        """pgqueuer 1.x decorator: ``@pgq.entrypoint("name")`` on ``async def f(job)``."""
+
+        def register(func: F) -> F:
+            self._register(
+                validate_task_name(name),
+                func,
+                concurrency_limit=concurrency_limit,
+                timeout=timeout,
+                retry=retry,
+                on_failure=on_failure,
+                accepts_context=accepts_context,
+                executor_factory=executor_factory,
+            )
+            return func
+
+        return register
+
+    def _register(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        concurrency_limit: int,
+        timeout: timedelta | float | None,
+        retry: RetryPolicy | None,
+        on_failure: OnFailure,
+        accepts_context: bool | None,
+        executor_factory: Callable[[EntrypointExecutorParameters], AbstractEntrypointExecutor]
+        | None,
+    ) -> None:
+        if not isinstance(concurrency_limit, int) or concurrency_limit < 0:
+            raise ConfigurationError(
+                f"concurrency_limit must be an int >= 0, got {concurrency_limit!r}"
+            )
+        if accepts_context is not None and not isinstance(accepts_context, bool):
+            raise ConfigurationError(
+                f"accepts_context must be a bool or None, got {accepts_context!r}"
+            )
+        if on_failure not in ON_FAILURE_VALUES:
+            raise ConfigurationError(f"on_failure must be 'delete' or 'hold', got {on_failure!r}")
+        seconds = _seconds(timeout)
+        if seconds is not None and seconds <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not callable(func):
+            raise TypeError(f"the handler for {name!r} must be callable, got {type(func).__name__}")
+        parameters = EntrypointExecutorParameters(
+            concurrency_limit=concurrency_limit,
+            func=func,
+            accepts_context=accepts_context,
+            on_failure=on_failure,
+        )
+        executor = (executor_factory or EntrypointExecutor)(parameters)
+        self._add(
+            Registration(
+                name=name,
+                executor=executor,
+                concurrency_limit=concurrency_limit,
+                on_failure=on_failure,
+                timeout=seconds,
+                retry=retry or NO_RETRY,
+            )
+        )
+
+    def register_executor(
+        self, name: str, executor: AbstractEntrypointExecutor, *, concurrency_limit: int = 0
+    ) -> None:
+        """Register a ready-made executor (pgqueuer 1.x)."""
+        params = getattr(executor, "parameters", None)
+        self._add(
+            Registration(
+                name=validate_task_name(name),
+                executor=executor,
+                concurrency_limit=getattr(params, "concurrency_limit", concurrency_limit),
+                on_failure=getattr(params, "on_failure", "delete"),
+            )
+        )
+
+    def get_context(self, job_id: JobId) -> Context:
+        return self.job_context[job_id]
+
+    # ---- running ------------------------------------------------------------------------
+    async def run(
+        self,
+        dequeue_timeout: timedelta | float = timedelta(seconds=30),
+        batch_size: int = 10,
+        mode: QueueExecutionMode = QueueExecutionMode.continuous,
+        max_concurrent_tasks: int | None = None,
+        shutdown_on_listener_failure: bool = False,
+        heartbeat_timeout: timedelta | float = timedelta(seconds=30),
+        log_aggregation_interval: timedelta | float | None = None,
+        *,
+        once: bool = False,
+        timeout: timedelta | float | None = None,
+        poll_interval: timedelta | float | None = None,
+        heartbeat_interval: timedelta | float | None = None,
+        shutdown_grace: timedelta | float = DEFAULT_SHUTDOWN_GRACE,
+        handle_signals: bool = False,
+    ) -> None:
+        """Claim and run jobs until stopped.
+
+        ``once=True`` (or ``mode=drain``) returns when no runnable job is left.
+        ``timeout`` bounds the whole call: at the deadline claiming stops and jobs still
+        running are cancelled and released back to the queue. Setting ``self.shutdown``
+        (or SIGINT/SIGTERM with ``handle_signals``) stops claiming and gives running jobs
+        ``shutdown_grace`` seconds before they are released; a second signal releases at
+        once. Errors of the worker itself (not of handlers) propagate to the caller.
+        """
+        del log_aggregation_interval  # accepted for 1.x compatibility; nothing to aggregate
+        poll = _seconds(poll_interval) or min(
+            _seconds(dequeue_timeout) or DEFAULT_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+        )
+        if max_concurrent_tasks is None:
+            capacity = max(2 * batch_size, 20) if isinstance(batch_size, int) else 20
+        else:
+            capacity = max_concurrent_tasks
+        settings = WorkerSettings(
+            batch_size=batch_size,
+            max_concurrent_tasks=capacity,
+            poll_interval=poll,
+            heartbeat_timeout=_seconds(heartbeat_timeout) or 0.0,
+            heartbeat_interval=_seconds(heartbeat_interval),
+            shutdown_grace=_seconds(shutdown_grace) or 0.0,
+        )
+        deadline = _seconds(timeout)
+        if deadline is not None and deadline < 0:
+            raise ConfigurationError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        if self._current is not None:
+            raise RuntimeError("this worker is already running")
+        worker_run = WorkerRun(
+            self,
+            settings,
+            once=once or mode == QueueExecutionMode.drain,
+            deadline=None if deadline is None else time.monotonic() + deadline,
+            shutdown_on_listener_failure=shutdown_on_listener_failure,
+        )
+        self._current = worker_run
+        try:
+            with _signal_handlers(worker_run.on_signal, enabled=handle_signals):
+                await worker_run.execute()
+        finally:
+            self._current = None
+
+
+@contextlib.contextmanager
+def _signal_handlers(callback: Callable[[], None], *, enabled: bool) -> Iterator[None]:
+    """Route SIGINT/SIGTERM to ``callback`` while running, when we are allowed to."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, callback)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not on this platform/loop
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+class WorkerRun:
+    """The state of one ``QueueManager.run()`` call."""
+
+    def __init__(
+        self,
+        manager: QueueManager,
+        settings: WorkerSettings,
+        *,
+        once: bool,
+        deadline: float | None,
+        shutdown_on_listener_failure: bool,
+    ) -> None:
+        self.manager = manager
+        self.backend = manager.backend
+        self.settings = settings
+        self.once = once
+        self.deadline = deadline
+        self.shutdown_on_listener_failure = shutdown_on_listener_failure
+        self.registrations = dict(manager.registrations)
+        self.entrypoints = [
+            EntrypointLimit(name, reg.concurrency_limit) for name, reg in self.registrations.items()
+        ]
+        self.running: dict[JobId, tuple[Job, asyncio.Task[None]]] = {}
+        self.stop_reasons: dict[JobId, StopReason] = {}
+        self.wake = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.heartbeat_now = asyncio.Event()
+        self.force_stop = asyncio.Event()
+        self.stopping = False
+        self.signals = 0
+        self.writer = OutcomeWriter(self.backend, on_written=self._on_written)
+        self.capacity = settings.max_concurrent_tasks or settings.batch_size
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def on_signal(self) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            logger.info("stop requested: finishing running jobs (signal again to stop now)")
+            self.manager.shutdown.set()
+        else:
+            self.force_stop.set()
+
+    async def execute(self) -> None:
+        subscription = await self._subscribe()
+        loops = [
+            asyncio.create_task(self.writer.run(), name="pgqueuer-outcomes"),
+            asyncio.create_task(self._heartbeat_loop(), name="pgqueuer-heartbeat"),
+            asyncio.create_task(self._rescue_loop(), name="pgqueuer-rescue"),
+        ]
+        claim = asyncio.create_task(self._claim_loop(), name="pgqueuer-claim")
+        stop = asyncio.create_task(self._wait_for_stop(), name="pgqueuer-stop")
+        failure: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait({claim, stop, *loops}, return_when=asyncio.FIRST_COMPLETED)
+            failure = next(
+                (t.exception() for t in done if not t.cancelled() and t.exception()), None
+            )
+            self.stopping = True
+            self.wake.set()
+            self.slot_freed.set()
+            if not claim.done():
+                with contextlib.suppress(Exception):
+                    await claim
+            deadline_hit = stop.done() and not self.manager.shutdown.is_set()
+            grace = 0.0 if failure or deadline_hit else self.settings.shutdown_grace
+            await self._finish_running(grace)
+            if not any(t.done() for t in loops):
+                await self._flush(timeout=max(self.settings.heartbeat_timeout, 5.0))
+        finally:
+            for task in (*loops, stop, claim):
+                task.cancel()
+            await asyncio.gather(*loops, stop, claim, return_exceptions=True)
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.close()
+            self.manager.job_context.clear()
+        if failure is not None:
+            raise failure
+
+    async def _wait_for_stop(self) -> None:
+        remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await self.manager.shutdown.wait()
+
+    async def _finish_running(self, grace: float) -> None:
+        if not self.running:
+            return
+        end = time.monotonic() + grace
+        force = asyncio.create_task(self.force_stop.wait())
+        try:
+            while self.running and not force.done():
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                waiting = {task for _, task in self.running.values()}
+                await asyncio.wait(
+                    {*waiting, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            force.cancel()
+        for job_id, (_, _task) in list(self.running.items()):
+            self._stop_job(job_id, "release")
+        if self.running:
+            await asyncio.wait([task for _, task in self.running.values()], timeout=5.0)
+
+    async def _flush(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self.writer.wait_idle()
+        except TimeoutError:
+            logger.warning(
+                "could not record %d job outcomes before stopping; their leases will expire "
+                "and the jobs will be retried",
+                self.writer.pending,
+            )
+
+    async def _subscribe(self) -> Subscription | None:
+        try:
+            return await self.backend.listen(self._on_notification)
+        except DatabaseUnavailableError:
+            raise
+        except Exception as exc:
+            if self.shutdown_on_listener_failure:
+                raise
+            logger.warning("LISTEN is not available (%s); falling back to polling", exc)
+            return None
+
+    def _on_notification(self, payload: str) -> None:
+        if payload.startswith(WAKE_PREFIX):
+            if payload[len(WAKE_PREFIX) :] in self.registrations:
+                self.wake.set()
+        elif payload == CANCEL_NOTICE and self.running:
+            self.heartbeat_now.set()
+
+    # ---- claiming -----------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        backoff = 0.1
+        while not self.stopping:
+            room = self.capacity - len(self.running)
+            if room <= 0:
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
+                continue
+            if self.once and not self.running:
+                # Outcomes must be written first: a retry without delay is runnable again.
+                await self.writer.wait_idle()
+            want = min(self.settings.batch_size, room)
+            self.wake.clear()
+            try:
+                jobs = (
+                    await self.backend.claim(
+                        self.entrypoints,
+                        want,
+                        self.manager.queue_manager_id,
+                        self.settings.heartbeat_timeout,
+                    )
+                    if self.entrypoints
+                    else []
+                )
+            except DatabaseUnavailableError as exc:
+                logger.warning("claim failed, database unavailable (%s); retrying", exc)
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for job in jobs:
+                self._start(job)
+            if jobs and len(jobs) == want:
+                continue
+            if self.once:
+                if not jobs and not self.running:
+                    if not await self._blocked_by_limits():
+                        return
+                    # Runnable jobs wait for a fleet-wide concurrency slot held elsewhere.
+                    await self._wait_event(self.wake, self.settings.poll_interval)
+                    continue
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
+                continue
+            await self._wait_event(self.wake, self.settings.poll_interval)
+
+    async def _blocked_by_limits(self) -> bool:
+        limited = [e.name for e in self.entrypoints if e.concurrency_limit > 0]
+        return bool(limited) and await self.backend.has_runnable(limited)
+
+    async def _wait_event(self, event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        self.wake.clear()
+        if not self.stopping:
+            await self._wait_event(self.wake, seconds)
+
+    # ---- running jobs -------------------------------------------------------------------
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
+        self.running[job.id] = (job, task)
+
+    async def _run_job(self, job: Job) -> None:
+        context = Context(CancellationScope(), self.manager.resources)
+        self.manager.job_context[job.id] = context
+        try:
+            outcome = await self._execute(job, context)
+            if outcome is not None:
+                self.writer.add(outcome)
+        finally:
+            self.manager.job_context.pop(job.id, None)
+            self.running.pop(job.id, None)
+            self.stop_reasons.pop(job.id, None)
+            self.slot_freed.set()
+
+    async def _execute(self, job: Job, context: Context) -> Outcome | None:
+        registration = self.registrations.get(job.entrypoint)
+        if registration is None:  # cannot happen: we only claim registered names
+            return self._failure(job, None, RuntimeError(f"no handler for {job.entrypoint!r}"))
+        limit = job.timeout if job.timeout is not None else registration.timeout
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                value = await registration.executor.execute(job, context)
+        except RetryRequested as retry:
+            return Outcome(
+                job.id,
+                job.lease,
+                "queued",
+                error=ErrorInfo("RetryRequested", retry.reason or str(retry)),
+                retry_delay=retry.delay.total_seconds(),
+            )
+        except asyncio.CancelledError:
+            return self._after_cancel(job)
+        except TimeoutError as exc:
+            if timer.expired():
+                deadline = JobTimeout(f"job {job.id} ran longer than its timeout of {limit}s")
+                deadline.__cause__ = exc
+                return self._failure(job, registration, deadline)
+            return self._failure(job, registration, exc)
+        except Exception as exc:
+            return self._failure(job, registration, exc)
+        if context.cancellation.cancel_called:
+            return self._after_cancel(job)
+        try:
+            encoded = result_to_json(value)
+        except PayloadError as exc:
+            # Retrying cannot make the return value serialisable: fail for good.
+            return self._failure(job, registration, exc, retryable=False)
+        return Outcome(job.id, job.lease, "successful", result_json=encoded)
+
+    def _after_cancel(self, job: Job) -> Outcome | None:
+        reason = self.stop_reasons.get(job.id, "release")
+        if reason == "cancel":
+            error = JobCancelled(f"job {job.id} was cancelled while running")
+            return Outcome(job.id, job.lease, "canceled", error=error_info(error))
+        if reason == "lost":
+            return None  # another worker owns it now; our write would be fenced anyway
+        return Outcome(
+            job.id,
+            job.lease,
+            "queued",
+            error=ErrorInfo("Released", "released back to the queue when the worker stopped"),
+        )
+
+    def _failure(
+        self,
+        job: Job,
+        registration: Registration | None,
+        exc: BaseException,
+        *,
+        retryable: bool = True,
+    ) -> Outcome:
+        info = error_info(exc)
+        policy = registration.retry if registration else NO_RETRY
+        if retryable and policy.should_retry(job.attempts, exc):
+            return Outcome(
+                job.id, job.lease, "queued", error=info, retry_delay=policy.delay(job.attempts)
+            )
+        held = registration is not None and registration.on_failure == "hold"
+        logger.warning("job %s (%s) failed: %s", job.id, job.entrypoint, info.message)
+        return Outcome(job.id, job.lease, "failed" if held else "exception", error=info)
+
+    def _stop_job(self, job_id: JobId, reason: StopReason) -> None:
+        entry = self.running.get(job_id)
+        if entry is None or job_id in self.stop_reasons:
+            return
+        job, task = entry
+        self.stop_reasons[job_id] = reason
+        context = self.manager.job_context.get(job_id)
+        if reason == "cancel" and context is not None and context.cancellation.entered:
+            context.cancellation.cancel()  # cooperative, as in pgqueuer 1.x
+        else:
+            if context is not None:
+                context.cancellation.cancel_called = True
+            task.cancel()
+        logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
+
+    def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
+        for outcome in outcomes:
+            if outcome.job_id not in accepted:
+                logger.warning(
+                    "outcome of job %s discarded: its lease was taken over by another worker",
+                    outcome.job_id,
+                )
+
+    # ---- heartbeats and rescue ----------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.effective_heartbeat_interval
+        while True:
+            await self._wait_event(self.heartbeat_now, interval)
+            self.heartbeat_now.clear()
+            leases = [Lease(job.id, job.lease) for job, _ in self.running.values()]
+            if not leases:
+                continue
+            try:
+                report = await self.backend.heartbeat(leases, self.settings.heartbeat_timeout)
+            except DatabaseUnavailableError as exc:
+                logger.warning("heartbeat failed, database unavailable (%s)", exc)
+                continue
+            for lease in leases:
+                # A job still in `running` has not handed its outcome to the writer yet (that
+                # happens in the same step as its removal), so a missing lease is really lost.
+                if lease.job_id not in report.alive and lease.job_id in self.running:
+                    self._stop_job(lease.job_id, "lost")
+            for job_id in report.cancel_requested:
+                self._stop_job(job_id, "cancel")
+
+    async def _rescue_loop(self) -> None:
+        interval = max(self.settings.effective_heartbeat_interval, 0.05)
+        while True:
+            try:
+                report = await self.backend.rescue_expired(self.settings.max_crashes)
+            except DatabaseUnavailableError as exc:
+                logger.warning("lease rescue failed, database unavailable (%s)", exc)
+            else:
+                if report.requeued:
+                    logger.warning(
+                        "re-queued %d jobs whose worker stopped heartbeating: %s",
+                        len(report.requeued),
+                        report.requeued[:20],
+                    )
+                    self.wake.set()
+                if report.poisoned:
+                    logger.error(
+                        "failed %d jobs that crashed their worker too often: %s",
+                        len(report.poisoned),
+                        report.poisoned[:20],
+                    )
+            await asyncio.sleep(interval)

@@ -1,0 +1,112 @@
+"""The exception tree of pgqueuer.
+
+Every exception the library raises on purpose derives from :class:`PgqError`
+(``PgqException`` is the 1.x name of the same class)::
+
+    PgqError
+    ├── ConfigurationError (ValueError)        bad settings, identifiers, prefixes
+    │   └── CronError                          malformed or never-matching cron expressions
+    ├── UnknownTaskError (KeyError)            enqueue of a task name nobody registered
+    ├── PayloadError (TypeError)               payload or result that is not JSON
+    ├── DuplicateJobError                      dedupe key already queued or running
+    ├── SchemaError (RuntimeError)             schema missing, too old, or foreign
+    ├── DatabaseUnavailableError (ConnectionError)
+    │                                          the server could not be reached for a call
+    ├── FailingListenerError                   LISTEN/NOTIFY round trip failed
+    └── RetryException
+        └── RetryRequested                     raised by a handler: run me again later
+
+Connection failures at start-up keep the driver's own exception type (for example
+``asyncpg.exceptions.InvalidCatalogNameError``) so existing ``except`` clauses still
+work; pgqueuer only adds a note that says what to check, with any password removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+
+class PgqError(Exception):
+    """Root of every error raised by pgqueuer on purpose."""
+
+
+PgqException = PgqError  # the pgqueuer 1.x name
+
+
+class ConfigurationError(PgqError, ValueError):
+    """A setting, identifier or argument is invalid. Nothing was written."""
+
+
+class CronError(ConfigurationError):
+    """A cron expression or time zone is malformed or can never fire."""
+
+
+class UnknownTaskError(PgqError, KeyError):
+    """A job was enqueued for a task name that no handler is registered for.
+
+    It is a ``KeyError`` because that is what earlier versions raised, so existing
+    handlers keep working. ``str()`` gives a readable message rather than a quoted key.
+    """
+
+    def __init__(self, name: str, registered: Sequence[str]) -> None:
+        self.name = name
+        self.registered = tuple(registered)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        known = ", ".join(sorted(self.registered)) or "none"
+        return (
+            f"unknown task {self.name!r}: no handler with that name is registered on this "
+            f"PgQueuer (registered: {known}). Register it with pg.worker.register_task(), or "
+            f"pass validate_task=False to enqueue for workers elsewhere."
+        )
+
+
+class PayloadError(PgqError, TypeError):
+    """A payload or result cannot be serialised to JSON."""
+
+
+class DuplicateJobError(PgqError):
+    """A job with the same dedupe key is already queued or running."""
+
+    def __init__(self, dedupe_key: Sequence[str | None]) -> None:
+        self.dedupe_key = list(dedupe_key)
+        super().__init__(f"a job with dedupe key {self.dedupe_key!r} is already queued or running")
+
+
+class SchemaError(PgqError, RuntimeError):
+    """The database schema is missing, older than this library, or not ours."""
+
+
+class DatabaseUnavailableError(PgqError, ConnectionError):
+    """A call could not reach the database (server down, connection lost, stalled)."""
+
+
+class FailingListenerError(PgqError):
+    """The LISTEN connection did not deliver a notification in time."""
+
+
+class RetryException(PgqError):
+    """Base of the exceptions a handler raises to ask for another attempt."""
+
+
+class RetryRequested(RetryException):
+    """Raised by a handler to put its job back in the queue after ``delay``."""
+
+    def __init__(self, delay: timedelta | float = timedelta(0), reason: str | None = None) -> None:
+        if not isinstance(delay, timedelta):
+            delay = timedelta(seconds=float(delay))
+        if delay < timedelta(0):
+            raise ConfigurationError(f"RetryRequested delay must not be negative, got {delay}")
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason or f"retry requested after {delay}")
+
+
+class JobCancelled(PgqError):
+    """Recorded as the outcome of a job that was cancelled while it ran."""
+
+
+class JobTimeout(PgqError, TimeoutError):
+    """Recorded as the outcome of a job whose handler ran past its deadline."""

@@ -1,0 +1,268 @@
+"""Plain data exchanged between the layers: jobs, outcomes, results, statistics.
+
+These are frozen, slotted dataclasses: cheap to build on the hot path and safe to share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+from pgqueuer.types import JOB_STATUS, RESULT_STATUS, JobId
+
+TERMINAL_STATUSES: Final = frozenset({"successful", "exception", "failed", "canceled", "deleted"})
+
+_RESULT_STATUS_OF: Final[Mapping[str, RESULT_STATUS]] = {
+    "queued": "queued",
+    "picked": "running",
+    "successful": "completed",
+    "exception": "failed",
+    "failed": "failed",
+    "canceled": "cancelled",
+    "deleted": "cancelled",
+}
+
+
+def result_status(status: str) -> RESULT_STATUS:
+    """Map a stored status to the seed API's vocabulary."""
+    return _RESULT_STATUS_OF[status]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as a worker sees it after claiming it (the pgqueuer 1.x shape, plus ``lease``).
+
+    ``payload`` is the raw bytes that were enqueued (JSON for the seed API's dict payloads).
+    ``lease`` is the fencing token of this claim: every write about the job names it, so a
+    worker that lost the job to a rescue can no longer change it.
+    """
+
+    id: JobId
+    priority: int
+    created: datetime
+    updated: datetime
+    heartbeat: datetime
+    execute_after: datetime
+    status: JOB_STATUS
+    entrypoint: str
+    payload: bytes | None
+    attempts: int = 0
+    queue_manager_id: UUID | None = None
+    headers: dict[str, Any] | None = None
+    lease: int = 0
+    slot: int | None = None
+    timeout: float | None = None
+
+    def json_payload(self) -> Any:
+        """Decode the payload as JSON (``None`` when there is none)."""
+        if self.payload is None:
+            return None
+        return json.loads(self.payload)
+
+    def header_section(self, key: str) -> dict[str, Any] | None:
+        value = (self.headers or {}).get(key)
+        return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What went wrong in a failed run: enough to debug without the worker's logs."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"type": self.type, "message": self.message, "traceback": self.traceback})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ErrorInfo | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(
+            type=str(data.get("type", "")),
+            message=str(data.get("message", "")),
+            traceback=str(data.get("traceback", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """Where a job stands and what it returned, as ``PgQueuer.fetch_job_result`` reports it.
+
+    ``status`` is one of ``queued``, ``running``, ``completed``, ``failed``, ``cancelled``.
+    ``result`` is the handler's return value decoded from JSON (``None`` until completed).
+    ``raw_status`` keeps the stored status (``successful``, ``exception``, ``failed``, ...).
+    """
+
+    id: JobId
+    entrypoint: str
+    status: RESULT_STATUS
+    raw_status: JOB_STATUS
+    result: Any
+    error_message: str | None
+    error_type: str | None
+    traceback: str | None
+    attempts: int
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+    execute_after: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.raw_status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """One job to insert. ``delay`` is seconds from database ``now()``; ``run_at`` wins if set."""
+
+    entrypoint: str
+    payload: bytes | None
+    priority: int = 0
+    delay: float = 0.0
+    run_at: datetime | None = None
+    dedupe_key: str | None = None
+    headers: Mapping[str, Any] | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one run of a job, written back in batches.
+
+    ``status`` is the new stored status: ``successful``, ``exception``, ``failed``,
+    ``canceled``, or ``queued`` for a retry/release (``retry_delay`` seconds from now).
+    ``count_attempt`` is False for a release at shutdown, which gives the attempt back.
+    """
+
+    job_id: JobId
+    lease: int
+    status: JOB_STATUS
+    result_json: str | None = None
+    error: ErrorInfo | None = None
+    retry_delay: float = 0.0
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    job_id: JobId
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReport:
+    """Answer to a batched heartbeat: which leases are still ours, which were asked to cancel."""
+
+    alive: frozenset[JobId]
+    cancel_requested: frozenset[JobId]
+
+
+@dataclass(frozen=True, slots=True)
+class EntrypointLimit:
+    """What a worker asks the claim for: an entrypoint and its fleet-wide concurrency limit."""
+
+    name: str
+    concurrency_limit: int = 0  # 0: unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """Number of jobs per (entrypoint, priority, status) in the jobs table."""
+
+    count: int
+    entrypoint: str
+    priority: int
+    status: JOB_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatistics:
+    """Finished jobs per second bucket, for dashboards (1.x ``log_statistics``)."""
+
+    count: int
+    created: datetime
+    entrypoint: str
+    priority: int
+    status: JOB_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogEntry:
+    """Queued work per entrypoint: how many, and how old the oldest runnable one is."""
+
+    entrypoint: str
+    queued: int
+    runnable: int
+    oldest_age_seconds: float | None
+
+
+@dataclass(slots=True)
+class RescueReport:
+    requeued: list[JobId] = field(default_factory=list)
+    poisoned: list[JobId] = field(default_factory=list)
+
+
+class CancellationScope:
+    """Cancels the code inside ``with scope:`` when ``cancel()`` is called (asyncio only).
+
+    This mirrors the ``ctx.cancellation`` scope of pgqueuer 1.x: a handler that wraps work in
+    ``with context.cancellation:`` sees that work stop with ``CancelledError``, which the scope
+    absorbs at its end. A handler that does not use the scope is cancelled as a whole by the
+    worker instead.
+    """
+
+    __slots__ = ("_task", "cancel_called")
+
+    def __init__(self) -> None:
+        self.cancel_called = False
+        self._task: asyncio.Task[Any] | None = None
+
+    def __enter__(self) -> CancellationScope:
+        self._task = asyncio.current_task()
+        if self.cancel_called and self._task is not None:
+            self._task.cancel()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        task, self._task = self._task, None
+        if self.cancel_called and task is not None and exc_type is asyncio.CancelledError:
+            # Absorb only the cancellation this scope caused, not an outer one.
+            return task.uncancel() == 0
+        return False
+
+    @property
+    def entered(self) -> bool:
+        return self._task is not None
+
+    def cancel(self) -> None:
+        if self.cancel_called:
+            return
+        self.cancel_called = True
+        if self._task is not None:
+            self._task.cancel()
+
+
+@dataclass(slots=True)
+class Context:
+    """Per-job context handed to handlers that ask for it: cancellation and shared resources."""
+
+    cancellation: CancellationScope
+    resources: MutableMapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ScheduleContext:
+    """Context handed to schedule handlers that ask for it."""
+
+    resources: MutableMapping[str, Any] = field(default_factory=dict)

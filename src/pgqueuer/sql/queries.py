@@ -1,0 +1,395 @@
+"""All SQL statements pgqueuer runs against its tables, rendered once per set of names.
+
+Parameters are always bound (``$1``-style, which asyncpg and psycopg's raw cursor both
+accept). Arrays carry batches, so one round trip serves many jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final, LiteralString
+
+from pgqueuer.config import DatabaseNames
+from pgqueuer.sql.render import render
+
+# Columns a worker needs to run a job (models.Job), in one place for every statement.
+JOB_COLUMNS: Final = """
+    j.id, j.priority, j.created, j.updated, j.heartbeat, j.execute_after, j.status,
+    j.entrypoint, j.payload, j.attempts, j.queue_manager_id, j.headers::text AS headers,
+    j.lease, j.timeout_seconds
+"""
+
+RESULT_COLUMNS: Final = """
+    j.id, j.entrypoint, j.status, j.result::text AS result, j.error::text AS error,
+    j.attempts, j.priority, j.created, j.updated, j.execute_after, j.started_at, j.finished_at
+"""
+
+# ---- schema -------------------------------------------------------------------------------
+
+MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))"
+
+CREATE_SCHEMA: Final = "CREATE SCHEMA IF NOT EXISTS {schema}"
+
+TABLE_EXISTS: Final = "SELECT to_regclass($1::text) IS NOT NULL AS present"
+
+CREATE_MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS {migrations} (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+APPLIED_VERSIONS: Final = "SELECT version FROM {migrations} ORDER BY version"
+
+RECORD_MIGRATION: Final = "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
+
+DROP_ALL: Final = """
+DROP TABLE IF EXISTS {ticks};
+DROP TABLE IF EXISTS {schedules};
+DROP TABLE IF EXISTS {jobs};
+DROP TABLE IF EXISTS {migrations};
+"""
+
+# ---- producers ----------------------------------------------------------------------------
+
+# Ids are drawn in input order first, so jobs of one batch keep their order (FIFO) and the
+# caller gets ids back by position even when some rows are skipped by a dedupe conflict.
+_ENQUEUE_HEAD: Final = """
+WITH input AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('{jobs}', 'id')) AS id, t.*
+    FROM (
+        SELECT * FROM unnest(
+            $1::text[], $2::bytea[], $3::integer[], $4::float8[], $5::timestamptz[],
+            $6::text[], $7::text[], $8::float8[]
+        ) WITH ORDINALITY AS u(entrypoint, payload, priority, delay, run_at, dedupe_key,
+                               headers, timeout_seconds, ord)
+        ORDER BY ord
+    ) t
+),
+inserted AS (
+    INSERT INTO {jobs} AS j (id, entrypoint, payload, priority, execute_after, dedupe_key,
+                             headers, timeout_seconds)
+    SELECT id, entrypoint, payload, priority,
+           COALESCE(run_at, now() + make_interval(secs => delay)),
+           dedupe_key, headers::jsonb, timeout_seconds
+    FROM input
+    ORDER BY ord
+"""
+
+_ENQUEUE_TAIL: Final = """
+    RETURNING j.id, j.entrypoint, j.execute_after, j.dedupe_key
+),
+woken AS (
+    SELECT count(pg_notify($9::text, 'w:' || e.entrypoint)) AS n
+    FROM (SELECT DISTINCT entrypoint FROM inserted WHERE execute_after <= now()) e
+)
+SELECT i.id, i.dedupe_key, (SELECT n FROM woken) AS woken FROM inserted i
+"""
+
+_DEDUPE_TARGET: Final = (
+    "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'picked')"
+)
+
+ENQUEUE: Final = _ENQUEUE_HEAD + _ENQUEUE_TAIL
+ENQUEUE_SKIP: Final = _ENQUEUE_HEAD + _DEDUPE_TARGET + " DO NOTHING" + _ENQUEUE_TAIL
+ENQUEUE_UPDATE_PRIORITY: Final = (
+    _ENQUEUE_HEAD
+    + _DEDUPE_TARGET
+    + " DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority), updated = now()"
+    + _ENQUEUE_TAIL
+)
+
+HELD_DEDUPE_KEYS: Final = """
+SELECT dedupe_key FROM {jobs}
+WHERE dedupe_key = ANY($1::text[]) AND status IN ('queued', 'picked')
+"""
+
+NOTIFY: Final = "SELECT pg_notify($1::text, $2::text)"
+
+# ---- workers ------------------------------------------------------------------------------
+
+# Per entrypoint, walk the queued index in priority order and lock what is free (SKIP LOCKED),
+# never more than the entrypoint's remaining capacity; then keep the best `batch` overall.
+# Capacity counts picked rows; for limited entrypoints the caller holds an advisory lock per
+# entrypoint for the transaction, so two claims cannot both see the same free capacity.
+CLAIM: Final = (
+    """
+WITH wanted AS (
+    SELECT e.entrypoint,
+           CASE WHEN e.lim > 0
+                THEN GREATEST(0, LEAST($2::integer, e.lim - (
+                    SELECT count(*) FROM {jobs} p
+                    WHERE p.entrypoint = e.entrypoint AND p.status = 'picked')))
+                ELSE $2::integer END AS room
+    FROM unnest($1::text[], $5::integer[]) AS e(entrypoint, lim)
+),
+candidates AS (
+    SELECT c.id, c.priority
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT q.id, q.priority FROM {jobs} q
+        WHERE q.entrypoint = w.entrypoint AND q.status = 'queued' AND q.execute_after <= now()
+        ORDER BY q.priority DESC, q.id
+        LIMIT w.room
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.id
+    LIMIT $2::integer
+)
+UPDATE {jobs} j
+SET status = 'picked', attempts = j.attempts + 1, lease = j.lease + 1,
+    queue_manager_id = $3::uuid, heartbeat = now(), started_at = now(), updated = now(),
+    lease_expires_at = now() + make_interval(secs => $4::float8)
+FROM candidates c
+WHERE j.id = c.id
+RETURNING """
+    + JOB_COLUMNS
+)
+
+HAS_RUNNABLE: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM unnest($1::text[]) AS e(entrypoint)
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM {jobs} q
+        WHERE q.entrypoint = e.entrypoint AND q.status = 'queued' AND q.execute_after <= now()
+        LIMIT 1
+    ) x
+) AS present
+"""
+
+CLAIM_LOCK: Final = """
+SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || e, 0))
+FROM unnest($2::text[]) AS e ORDER BY e
+"""
+
+# One statement settles a whole batch of runs. Only rows still picked under the same lease
+# change: a worker whose job was rescued and re-claimed elsewhere writes nothing.
+FINISH: Final = """
+UPDATE {jobs} j
+SET status = o.status,
+    result = CASE WHEN o.status = 'successful' THEN o.result::jsonb ELSE NULL END,
+    error = CASE WHEN o.status = 'successful' THEN NULL ELSE COALESCE(o.error::jsonb, j.error) END,
+    execute_after = CASE WHEN o.status = 'queued'
+                         THEN now() + make_interval(secs => o.delay) ELSE j.execute_after END,
+    finished_at = CASE WHEN o.status = 'queued' THEN NULL ELSE now() END,
+    attempts = CASE WHEN o.count_attempt THEN j.attempts ELSE GREATEST(j.attempts - 1, 0) END,
+    queue_manager_id = CASE WHEN o.status = 'queued' THEN NULL ELSE j.queue_manager_id END,
+    crashes = 0, cancel_requested = false, lease_expires_at = NULL, updated = now()
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[],
+            $7::boolean[]) AS o(id, lease, status, result, error, delay, count_attempt)
+WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
+RETURNING j.id
+"""
+
+HEARTBEAT: Final = """
+UPDATE {jobs} j
+SET heartbeat = now(), lease_expires_at = now() + make_interval(secs => $3::float8)
+FROM unnest($1::bigint[], $2::bigint[]) AS l(id, lease)
+WHERE j.id = l.id AND j.lease = l.lease AND j.status = 'picked'
+RETURNING j.id, j.cancel_requested
+"""
+
+# A picked job whose lease expired lost its worker. It goes back to the queue with a new
+# lease (fencing the lost worker out), unless it was asked to cancel, or it has now taken
+# down `$1` workers in a row: then it ends, so one poison job cannot crash the whole fleet.
+RESCUE_EXPIRED: Final = """
+WITH expired AS (
+    SELECT id FROM {jobs}
+    WHERE status = 'picked' AND lease_expires_at < now()
+    ORDER BY id
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} j
+SET crashes = j.crashes + 1, lease = j.lease + 1,
+    status = CASE WHEN j.cancel_requested THEN 'canceled'
+                  WHEN j.crashes + 1 >= $1::integer THEN 'exception'
+                  ELSE 'queued' END,
+    error = CASE WHEN NOT j.cancel_requested AND j.crashes + 1 >= $1::integer
+                 THEN jsonb_build_object(
+                     'type', 'WorkerCrashed',
+                     'message', format('worker crashed %s times', j.crashes + 1),
+                     'traceback', '')
+                 ELSE j.error END,
+    finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= $1::integer
+                       THEN now() ELSE NULL END,
+    queue_manager_id = NULL, lease_expires_at = NULL, cancel_requested = false,
+    updated = now()
+FROM expired e
+WHERE j.id = e.id
+RETURNING j.id, j.status
+"""
+
+# ---- readers and administration -----------------------------------------------------------
+
+FETCH_RESULT: Final = "SELECT " + RESULT_COLUMNS + " FROM {jobs} j WHERE j.id = $1::bigint"
+
+FETCH_JOB: Final = "SELECT " + JOB_COLUMNS + " FROM {jobs} j WHERE j.id = $1::bigint"
+
+JOB_STATUSES: Final = "SELECT id, status FROM {jobs} WHERE id = ANY($1::bigint[])"
+
+CANCEL_QUEUED: Final = """
+UPDATE {jobs} SET status = 'canceled', finished_at = now(), updated = now()
+WHERE id = ANY($1::bigint[]) AND status = 'queued'
+RETURNING id
+"""
+
+CANCEL_PICKED: Final = """
+UPDATE {jobs} SET cancel_requested = true, updated = now()
+WHERE id = ANY($1::bigint[]) AND status = 'picked'
+RETURNING id
+"""
+
+QUEUE_SIZE: Final = """
+SELECT count(*) AS count, entrypoint, priority, status FROM {jobs}
+WHERE status IN ('queued', 'picked')
+GROUP BY entrypoint, priority, status
+ORDER BY entrypoint, priority DESC, status
+"""
+
+BACKLOG: Final = """
+SELECT entrypoint,
+       count(*) AS queued,
+       count(*) FILTER (WHERE execute_after <= now()) AS runnable,
+       EXTRACT(EPOCH FROM now() - min(execute_after) FILTER (WHERE execute_after <= now()))
+           ::float8 AS oldest_age_seconds
+FROM {jobs} WHERE status = 'queued'
+GROUP BY entrypoint ORDER BY entrypoint
+"""
+
+CLEAR_QUEUE: Final = """
+DELETE FROM {jobs} WHERE status = 'queued' AND ($1::text[] IS NULL OR entrypoint = ANY($1::text[]))
+"""
+
+LIST_FAILED: Final = (
+    """
+SELECT """
+    + JOB_COLUMNS
+    + """ FROM {jobs} j
+WHERE j.status IN ('failed', 'exception') AND j.finished_at IS NOT NULL
+ORDER BY j.finished_at DESC, j.id DESC
+LIMIT $1::integer
+"""
+)
+
+REQUEUE: Final = """
+WITH moved AS (
+    UPDATE {jobs}
+    SET status = 'queued', attempts = 0, crashes = 0, execute_after = now(), finished_at = NULL,
+        queue_manager_id = NULL, updated = now()
+    WHERE id = ANY($1::bigint[]) AND status IN ('failed', 'exception')
+    RETURNING id, entrypoint
+),
+woken AS (
+    SELECT count(pg_notify($2::text, 'w:' || e.entrypoint)) AS n
+    FROM (SELECT DISTINCT entrypoint FROM moved) e
+)
+SELECT m.id, (SELECT n FROM woken) AS woken FROM moved m
+"""
+
+PRUNE: Final = """
+DELETE FROM {jobs} WHERE id IN (
+    SELECT id FROM {jobs}
+    WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => $1::float8)
+    ORDER BY finished_at
+    LIMIT $2::integer
+)
+"""
+
+LOG_STATISTICS: Final = """
+SELECT count(*) AS count, date_trunc('second', finished_at) AS created, entrypoint, priority,
+       status
+FROM {jobs}
+WHERE finished_at IS NOT NULL
+  AND ($2::float8 IS NULL OR finished_at >= now() - make_interval(secs => $2::float8))
+GROUP BY date_trunc('second', finished_at), entrypoint, priority, status
+ORDER BY created DESC, entrypoint, priority DESC, status
+LIMIT $1::integer
+"""
+
+NOW: Final = "SELECT now() AS now"
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement above, rendered for one set of object names."""
+
+    create_schema: str
+    table_exists: str
+    create_migrations_table: str
+    applied_versions: str
+    record_migration: str
+    migration_lock: str
+    drop_all: str
+    enqueue: str
+    enqueue_skip: str
+    enqueue_update_priority: str
+    held_dedupe_keys: str
+    notify: str
+    claim: str
+    claim_lock: str
+    has_runnable: str
+    finish: str
+    heartbeat: str
+    rescue_expired: str
+    fetch_result: str
+    fetch_job: str
+    job_statuses: str
+    cancel_queued: str
+    cancel_picked: str
+    queue_size: str
+    backlog: str
+    clear_queue: str
+    list_failed: str
+    requeue: str
+    prune: str
+    log_statistics: str
+    now: str
+
+
+_TEMPLATES: Final[dict[str, LiteralString]] = {
+    "create_schema": CREATE_SCHEMA,
+    "table_exists": TABLE_EXISTS,
+    "create_migrations_table": CREATE_MIGRATIONS_TABLE,
+    "applied_versions": APPLIED_VERSIONS,
+    "record_migration": RECORD_MIGRATION,
+    "migration_lock": MIGRATION_LOCK,
+    "drop_all": DROP_ALL,
+    "enqueue": ENQUEUE,
+    "enqueue_skip": ENQUEUE_SKIP,
+    "enqueue_update_priority": ENQUEUE_UPDATE_PRIORITY,
+    "held_dedupe_keys": HELD_DEDUPE_KEYS,
+    "notify": NOTIFY,
+    "claim": CLAIM,
+    "claim_lock": CLAIM_LOCK,
+    "has_runnable": HAS_RUNNABLE,
+    "finish": FINISH,
+    "heartbeat": HEARTBEAT,
+    "rescue_expired": RESCUE_EXPIRED,
+    "fetch_result": FETCH_RESULT,
+    "fetch_job": FETCH_JOB,
+    "job_statuses": JOB_STATUSES,
+    "cancel_queued": CANCEL_QUEUED,
+    "cancel_picked": CANCEL_PICKED,
+    "queue_size": QUEUE_SIZE,
+    "backlog": BACKLOG,
+    "clear_queue": CLEAR_QUEUE,
+    "list_failed": LIST_FAILED,
+    "requeue": REQUEUE,
+    "prune": PRUNE,
+    "log_statistics": LOG_STATISTICS,
+    "now": NOW,
+}
+
+
+def build_statements(names: DatabaseNames) -> Statements:
+    """Render every statement for ``names``. The schema token is only valid with a schema."""
+    rendered = {}
+    for field in fields(Statements):
+        template = _TEMPLATES[field.name]
+        if field.name == "create_schema":
+            rendered[field.name] = template.replace("{schema}", names.schema or "public")
+        else:
+            rendered[field.name] = render(template, names)
+    return Statements(**rendered)
