@@ -1,0 +1,126 @@
+"""claim: batches, entrypoint filtering, leases, concurrency and fleet-wide limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from uuid import uuid4
+
+from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.models import EntrypointLimit, Job, NewJob, Outcome
+from pgqueuer.types import JobId
+
+
+async def enqueue(backend: QueueBackend, entrypoint: str, count: int) -> list[JobId]:
+    ids = await backend.enqueue([NewJob(entrypoint, None) for _ in range(count)], "raise")
+    return [job_id for job_id in ids if job_id is not None]
+
+
+async def claim(
+    backend: QueueBackend, limits: Sequence[EntrypointLimit], batch: int = 100
+) -> list[Job]:
+    return await backend.claim(limits, batch, uuid4(), 30.0)
+
+
+async def test_batch_size_is_respected(backend: QueueBackend) -> None:
+    ids = await enqueue(backend, "a", 25)
+    sizes = [len(await claim(backend, [EntrypointLimit("a")], batch=10)) for _ in range(4)]
+    assert sizes == [10, 10, 5, 0]
+    statuses = dict(await backend.job_statuses(ids))
+    assert set(statuses.values()) == {"picked"}
+
+
+async def test_claim_only_named_entrypoints(backend: QueueBackend) -> None:
+    a = await enqueue(backend, "a", 3)
+    await enqueue(backend, "b", 3)
+    c = await enqueue(backend, "c", 3)
+    claimed = await claim(backend, [EntrypointLimit("a"), EntrypointLimit("c")])
+    assert sorted(job.id for job in claimed) == sorted(a + c)
+    assert {job.entrypoint for job in claimed} == {"a", "c"}
+    assert await claim(backend, []) == []
+    assert await claim(backend, [EntrypointLimit("nobody")]) == []
+
+
+async def test_claim_orders_across_entrypoints_by_priority(backend: QueueBackend) -> None:
+    await backend.enqueue([NewJob("a", None, priority=1)], "raise")
+    (b,) = await backend.enqueue([NewJob("b", None, priority=5)], "raise")
+    (job,) = await claim(backend, [EntrypointLimit("a"), EntrypointLimit("b")], batch=1)
+    assert job.id == b
+
+
+async def test_claim_sets_lease_attempts_and_owner(backend: QueueBackend) -> None:
+    (job_id,) = await enqueue(backend, "a", 1)
+    worker = uuid4()
+    (job,) = await backend.claim([EntrypointLimit("a")], 1, worker, 30.0)
+    assert job.id == job_id
+    assert (job.status, job.attempts, job.lease) == ("picked", 1, 1)
+    assert job.queue_manager_id == worker
+    stored = await backend.fetch_job(job_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.lease) == ("picked", 1, 1)
+
+    # A retry puts it back; the next claim counts another attempt and takes a new lease.
+    assert await backend.finish([Outcome(job.id, job.lease, "queued")]) == {job_id}
+    (again,) = await claim(backend, [EntrypointLimit("a")])
+    assert (again.id, again.attempts, again.lease) == (job_id, 2, 2)
+
+
+async def test_picked_jobs_are_not_claimed_again(backend: QueueBackend) -> None:
+    await enqueue(backend, "a", 5)
+    assert len(await claim(backend, [EntrypointLimit("a")])) == 5
+    assert await claim(backend, [EntrypointLimit("a")]) == []
+    assert not await backend.has_runnable(["a"])
+
+
+async def test_concurrent_claims_never_overlap(backend: QueueBackend) -> None:
+    ids = await enqueue(backend, "a", 200)
+    seen: Counter[JobId] = Counter()
+    rounds = 0
+    while sum(seen.values()) < len(ids):
+        rounds += 1
+        assert rounds <= 10, "200 jobs should be claimed in at most 3 rounds of 10 x 7"
+        batches = await asyncio.gather(
+            *(claim(backend, [EntrypointLimit("a")], batch=7) for _ in range(10))
+        )
+        assert all(len(batch) <= 7 for batch in batches)
+        seen.update(job.id for batch in batches for job in batch)
+    assert set(seen) == set(ids)
+    assert max(seen.values()) == 1  # no job was handed to two claims
+    assert await claim(backend, [EntrypointLimit("a")]) == []
+
+
+async def test_concurrency_limit_caps_picked_jobs(backend: QueueBackend) -> None:
+    await enqueue(backend, "lim", 10)
+    limit = [EntrypointLimit("lim", concurrency_limit=3)]
+    first = await claim(backend, limit)
+    assert len(first) == 3
+    assert await claim(backend, limit) == []
+    # Finishing one frees exactly one place.
+    done = first[0]
+    assert await backend.finish([Outcome(done.id, done.lease, "successful", "null")])
+    assert len(await claim(backend, limit)) == 1
+    assert await claim(backend, limit) == []
+
+
+async def test_concurrency_limit_holds_under_concurrent_claims(backend: QueueBackend) -> None:
+    await enqueue(backend, "lim", 20)
+    limit = [EntrypointLimit("lim", concurrency_limit=4)]
+    batches = await asyncio.gather(*(claim(backend, limit, batch=3) for _ in range(8)))
+    assert sum(len(batch) for batch in batches) == 4
+
+
+async def test_concurrency_limit_is_per_entrypoint(backend: QueueBackend) -> None:
+    await enqueue(backend, "lim", 5)
+    await enqueue(backend, "free", 5)
+    claimed = await claim(backend, [EntrypointLimit("lim", 2), EntrypointLimit("free")])
+    assert Counter(job.entrypoint for job in claimed) == {"lim": 2, "free": 5}
+
+
+async def test_concurrency_limit_counts_jobs_picked_by_other_workers(
+    backend: QueueBackend,
+) -> None:
+    await enqueue(backend, "lim", 5)
+    # Another worker claimed without a limit; its picked jobs still count against ours.
+    assert len(await claim(backend, [EntrypointLimit("lim")], batch=2)) == 2
+    assert len(await claim(backend, [EntrypointLimit("lim", 3)])) == 1

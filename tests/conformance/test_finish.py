@@ -1,0 +1,155 @@
+"""finish: results, errors, retries, releases, and fencing by lease."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from uuid import uuid4
+
+from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.models import EntrypointLimit, ErrorInfo, Job, NewJob, Outcome
+from pgqueuer.types import JobId
+
+WaitUntil = Callable[..., Awaitable[None]]
+
+
+async def claim_one(backend: QueueBackend, lease_seconds: float = 30.0) -> Job:
+    (job,) = await backend.claim([EntrypointLimit("a")], 1, uuid4(), lease_seconds)
+    return job
+
+
+async def enqueue_and_claim(backend: QueueBackend, lease_seconds: float = 30.0) -> Job:
+    await backend.enqueue([NewJob("a", b"{}")], "raise")
+    return await claim_one(backend, lease_seconds)
+
+
+async def test_success_stores_the_result(backend: QueueBackend) -> None:
+    job = await enqueue_and_claim(backend)
+    result = {"answer": [1, 2, {"nested": None}], "text": "ok"}
+    outcome = Outcome(job.id, job.lease, "successful", result_json=json.dumps(result))
+    assert await backend.finish([outcome]) == {job.id}
+    stored = await backend.fetch_result(job.id)
+    assert stored is not None
+    assert (stored.status, stored.raw_status) == ("completed", "successful")
+    assert stored.is_finished
+    assert stored.result == result
+    assert (stored.error_type, stored.error_message, stored.traceback) == (None, None, None)
+    assert stored.attempts == 1
+    assert stored.started_at is not None and stored.finished_at is not None
+    assert stored.started_at <= stored.finished_at
+
+
+async def test_exception_stores_the_error(backend: QueueBackend) -> None:
+    job = await enqueue_and_claim(backend)
+    error = ErrorInfo("ValueError", "bad input", "Traceback (most recent call last): ...")
+    assert await backend.finish([Outcome(job.id, job.lease, "exception", error=error)]) == {job.id}
+    stored = await backend.fetch_result(job.id)
+    assert stored is not None
+    assert (stored.status, stored.raw_status) == ("failed", "exception")
+    assert (stored.error_type, stored.error_message) == ("ValueError", "bad input")
+    assert stored.traceback == error.traceback
+    assert stored.result is None
+    assert stored.finished_at is not None
+
+
+async def test_failed_and_canceled_outcomes(backend: QueueBackend) -> None:
+    await backend.enqueue([NewJob("a", None), NewJob("a", None)], "raise")
+    held, canceled = await backend.claim([EntrypointLimit("a")], 2, uuid4(), 30.0)
+    accepted = await backend.finish(
+        [
+            Outcome(held.id, held.lease, "failed", error=ErrorInfo("Boom", "held")),
+            Outcome(canceled.id, canceled.lease, "canceled"),
+        ]
+    )
+    assert accepted == {held.id, canceled.id}
+    held_result = await backend.fetch_result(held.id)
+    canceled_result = await backend.fetch_result(canceled.id)
+    assert held_result is not None and canceled_result is not None
+    assert (held_result.status, held_result.raw_status) == ("failed", "failed")
+    assert held_result.error_type == "Boom"
+    assert (canceled_result.status, canceled_result.raw_status) == ("cancelled", "canceled")
+    assert canceled_result.finished_at is not None
+
+
+async def test_retry_requeues_after_the_delay_and_keeps_the_attempt(
+    backend: QueueBackend,
+) -> None:
+    await backend.enqueue([NewJob("a", None), NewJob("a", None)], "raise")
+    later, soon = await backend.claim([EntrypointLimit("a")], 2, uuid4(), 30.0)
+    accepted = await backend.finish(
+        [
+            Outcome(later.id, later.lease, "queued", retry_delay=3600),
+            Outcome(soon.id, soon.lease, "queued", retry_delay=0),
+        ]
+    )
+    assert accepted == {later.id, soon.id}
+    waiting = await backend.fetch_job(later.id)
+    assert waiting is not None
+    assert (waiting.status, waiting.attempts) == ("queued", 1)
+    assert waiting.execute_after > await backend.now() + timedelta(seconds=3500)
+    result = await backend.fetch_result(later.id)
+    assert result is not None and result.status == "queued" and result.finished_at is None
+
+    again = await claim_one(backend)
+    assert (again.id, again.attempts, again.lease) == (soon.id, 2, 2)
+    assert await backend.claim([EntrypointLimit("a")], 10, uuid4(), 30.0) == []
+
+
+async def test_release_gives_the_attempt_back(backend: QueueBackend) -> None:
+    job = await enqueue_and_claim(backend)
+    release = Outcome(job.id, job.lease, "queued", count_attempt=False)
+    assert await backend.finish([release]) == {job.id}
+    stored = await backend.fetch_job(job.id)
+    assert stored is not None and (stored.status, stored.attempts) == ("queued", 0)
+    again = await claim_one(backend)
+    assert (again.id, again.attempts, again.lease) == (job.id, 1, 2)
+
+
+async def test_stale_lease_is_fenced_out(backend: QueueBackend, wait_until: WaitUntil) -> None:
+    first = await enqueue_and_claim(backend, lease_seconds=0.2)
+    rescued: list[JobId] = []
+
+    async def rescued_first() -> bool:
+        rescued.extend((await backend.rescue_expired(max_crashes=5)).requeued)
+        return first.id in rescued
+
+    await wait_until(rescued_first)
+    second_worker = uuid4()
+    (second,) = await backend.claim([EntrypointLimit("a")], 1, second_worker, 30.0)
+    assert second.id == first.id and second.lease > first.lease
+
+    # The lost worker wakes up and reports: nothing happens.
+    late = Outcome(first.id, first.lease, "successful", result_json='"stale"')
+    assert await backend.finish([late]) == set()
+    stored = await backend.fetch_job(first.id)
+    assert stored is not None
+    assert (stored.status, stored.lease) == ("picked", second.lease)
+    assert stored.queue_manager_id == second_worker
+
+    # The new owner's outcome is the one that counts.
+    fresh = Outcome(second.id, second.lease, "successful", result_json='"fresh"')
+    assert await backend.finish([fresh]) == {first.id}
+    result = await backend.fetch_result(first.id)
+    assert result is not None and result.result == "fresh"
+
+
+async def test_unknown_and_unpicked_jobs_are_ignored(backend: QueueBackend) -> None:
+    (queued,) = await backend.enqueue([NewJob("a", None)], "raise")
+    assert queued is not None
+    outcomes = [
+        Outcome(JobId(987_654_321), 1, "successful", "null"),
+        Outcome(queued, 0, "successful", "null"),  # queued, not picked
+    ]
+    assert await backend.finish(outcomes) == set()
+    assert await backend.finish([]) == set()
+    stored = await backend.fetch_job(queued)
+    assert stored is not None and stored.status == "queued"
+
+
+async def test_a_second_finish_of_the_same_run_is_ignored(backend: QueueBackend) -> None:
+    job = await enqueue_and_claim(backend)
+    assert await backend.finish([Outcome(job.id, job.lease, "successful", '"one"')]) == {job.id}
+    assert await backend.finish([Outcome(job.id, job.lease, "exception")]) == set()
+    result = await backend.fetch_result(job.id)
+    assert result is not None and (result.raw_status, result.result) == ("successful", "one")
