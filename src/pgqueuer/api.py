@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,9 +23,14 @@ from pgqueuer.backends.resolve import resolve_backend
 from pgqueuer.config import DatabaseNames
 from pgqueuer.core.executors import AbstractEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.core.retry import RetryPolicy
+from pgqueuer.core.scheduler import (
+    AbstractScheduleExecutor,
+    ScheduleExecutorFactoryParameters,
+    SchedulerManager,
+)
 from pgqueuer.core.worker import QueueManager, validate_task_name
 from pgqueuer.errors import ConfigurationError, UnknownTaskError
-from pgqueuer.models import JobResult, NewJob
+from pgqueuer.models import JobResult, MissedPolicy, NewJob
 from pgqueuer.payloads import encode_payload
 from pgqueuer.queries import Queries
 from pgqueuer.types import JobId, OnConflict, OnFailure, QueueExecutionMode
@@ -79,6 +84,27 @@ def schedule_fields(
     return float(seconds), None
 
 
+async def run_together(
+    worker: Coroutine[Any, Any, None], scheduler: Coroutine[Any, Any, None], stop: asyncio.Event
+) -> None:
+    """Run the worker and the scheduler loop; either one failing stops both and propagates."""
+    worker_task = asyncio.create_task(worker, name="pgqueuer-worker")
+    scheduler_task = asyncio.create_task(scheduler, name="pgqueuer-scheduler")
+    try:
+        done, _ = await asyncio.wait(
+            {worker_task, scheduler_task}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if scheduler_task in done and scheduler_task.exception() is not None:
+            stop.set()  # graceful stop of the worker, then report the scheduler's failure
+            await asyncio.gather(worker_task, return_exceptions=True)
+            raise scheduler_task.exception()  # type: ignore[misc]
+        await worker_task  # finished (timeout or shutdown) or failed: propagate
+    finally:
+        scheduler_task.cancel()
+        worker_task.cancel()
+        await asyncio.gather(worker_task, scheduler_task, return_exceptions=True)
+
+
 class PgQueuer:
     """A job queue on PostgreSQL (or in memory): producer, worker and scheduler in one.
 
@@ -104,6 +130,7 @@ class PgQueuer:
         self.backend: QueueBackend = resolve_backend(connection, self.names)
         self.resources: MutableMapping[str, Any] = resources if resources is not None else {}
         self.qm = QueueManager(self.backend, channel=self.names.channel, resources=self.resources)
+        self.sm = SchedulerManager(self.backend, self.resources, worker=self.qm)
         self.shutdown = self.qm.shutdown
         self._owns_connection = owns_connection
         self._queries: Queries | None = queries if isinstance(queries, Queries) else None
@@ -253,6 +280,43 @@ class PgQueuer:
             retry=retry,
         )
 
+    def schedule(
+        self,
+        entrypoint: str,
+        expression: str,
+        executor_factory: Callable[[ScheduleExecutorFactoryParameters], AbstractScheduleExecutor]
+        | None = None,
+        clean_old: bool = False,
+        accepts_context: bool | None = None,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        missed: MissedPolicy = "skip",
+        max_catch_up: int = 100,
+        grace: timedelta | float = 30.0,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: run the function on a cron ``expression``; see :class:`SchedulerManager`.
+
+        ``@pg.schedule("nightly_report", "0 3 * * *", timezone="Europe/Oslo")``: every tick
+        fires exactly once across all processes, as a job on the worker.
+        """
+        return self.sm.schedule(
+            entrypoint,
+            expression,
+            executor_factory,
+            clean_old,
+            accepts_context,
+            name=name,
+            timezone=timezone,
+            missed=missed,
+            max_catch_up=max_catch_up,
+            grace=grace,
+            timeout=timeout,
+            retry=retry,
+        )
+
     async def run(
         self,
         once: bool = False,
@@ -269,15 +333,16 @@ class PgQueuer:
         shutdown_grace: timedelta | float = 30.0,
         handle_signals: bool = True,
     ) -> None:
-        """Run the worker (and, when schedules are registered, the scheduler).
+        """Run the worker, and the scheduler when schedules are registered.
 
-        ``once=True`` processes every job runnable now and returns; ``timeout`` bounds the
-        whole call. Without either it runs until ``pg.shutdown`` is set or SIGINT/SIGTERM
-        arrives (graceful: running jobs get ``shutdown_grace`` seconds; a second signal stops
-        at once). Failures of the worker itself propagate; handler errors become job
-        outcomes.
+        ``once=True`` fires the schedule ticks that are due, processes every job runnable now
+        and returns; ``timeout`` bounds the whole call. Without either it runs until
+        ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
+        ``shutdown_grace`` seconds; a second signal stops at once). Failures of the worker or
+        scheduler themselves propagate; handler errors become job outcomes.
         """
-        await self.qm.run(
+        drain = once or mode == QueueExecutionMode.drain
+        worker = self.qm.run(
             dequeue_timeout=dequeue_timeout,
             batch_size=batch_size,
             mode=mode,
@@ -291,6 +356,15 @@ class PgQueuer:
             shutdown_grace=shutdown_grace,
             handle_signals=handle_signals,
         )
+        if not self.sm.registry:
+            await worker
+            return
+        if drain:
+            await self.sm.sync()
+            await self.sm.fire_due()
+            await worker
+            return
+        await run_together(worker, self.sm.run_loop(), self.shutdown)
 
     # ---- producer -----------------------------------------------------------------------
     async def enqueue(

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from pgqueuer.types import JOB_STATUS, RESULT_STATUS, JobId
@@ -266,3 +266,94 @@ class ScheduleContext:
     """Context handed to schedule handlers that ask for it."""
 
     resources: MutableMapping[str, Any] = field(default_factory=dict)
+
+
+# ---- schedules ------------------------------------------------------------------------------
+
+MissedPolicy = Literal["skip", "latest", "all"]
+SCHEDULE_ENTRYPOINT_PREFIX: Final = "schedule:"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A schedule as registered by code: what to store for it."""
+
+    name: str
+    entrypoint: str  # the entrypoint of the job each tick enqueues
+    expression: str
+    timezone: str = "UTC"
+    missed: MissedPolicy = "skip"
+    max_catch_up: int = 100
+    grace_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A stored schedule that is due, as the planner sees it."""
+
+    id: int
+    name: str
+    entrypoint: str
+    expression: str
+    timezone: str
+    missed: MissedPolicy
+    max_catch_up: int
+    grace_seconds: float
+    next_run: datetime
+    last_run: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TickPlan:
+    """What to do with a due schedule: the fire times to run now, and the next fire time."""
+
+    fire_at: tuple[datetime, ...]
+    next_run: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FiredTick:
+    schedule: str
+    fire_at: datetime
+    job_id: JobId
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A stored schedule (the pgqueuer 1.x fields plus ours).
+
+    Handlers of a tick receive it with ``fire_at`` set to the tick's scheduled time.
+    """
+
+    id: int
+    name: str
+    entrypoint: str
+    expression: str
+    timezone: str
+    missed: MissedPolicy
+    paused: bool
+    next_run: datetime
+    last_run: datetime | None
+    created: datetime
+    updated: datetime
+    heartbeat: datetime
+    last_job_id: JobId | None = None
+    last_status: JOB_STATUS | None = None
+    fire_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        return "paused" if self.paused else "queued"
+
+
+def tick_payload(state: ScheduleState, fire_at: datetime) -> bytes:
+    """The payload of the job a tick enqueues (JSON, readable in any tool)."""
+    return json.dumps(
+        {
+            "schedule": state.name,
+            "schedule_id": state.id,
+            "expression": state.expression,
+            "timezone": state.timezone,
+            "fire_at": fire_at.isoformat(),
+        }
+    ).encode()

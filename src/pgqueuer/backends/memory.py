@@ -31,6 +31,7 @@ from pgqueuer.models import (
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
+    FiredTick,
     HeartbeatReport,
     Job,
     JobResult,
@@ -40,7 +41,12 @@ from pgqueuer.models import (
     Outcome,
     QueueStatistics,
     RescueReport,
+    Schedule,
+    ScheduleSpec,
+    ScheduleState,
+    TickPlan,
     result_status,
+    tick_payload,
 )
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 
@@ -123,6 +129,34 @@ class _Lane:
     deferred: list[tuple[datetime, int, int]] = field(default_factory=list)  # (due, id, version)
 
 
+@dataclass(slots=True)
+class _ScheduleRecord:
+    id: int
+    spec: ScheduleSpec
+    next_run: datetime
+    created: datetime
+    updated: datetime
+    seen_at: datetime
+    paused: bool = False
+    last_run: datetime | None = None
+    last_job_id: JobId | None = None
+
+    def state(self) -> ScheduleState:
+        spec = self.spec
+        return ScheduleState(
+            id=self.id,
+            name=spec.name,
+            entrypoint=spec.entrypoint,
+            expression=spec.expression,
+            timezone=spec.timezone,
+            missed=spec.missed,
+            max_catch_up=spec.max_catch_up,
+            grace_seconds=spec.grace_seconds,
+            next_run=self.next_run,
+            last_run=self.last_run,
+        )
+
+
 class _Subscription:
     def __init__(self, backend: MemoryBackend, callback: NotificationCallback) -> None:
         self._backend = backend
@@ -139,11 +173,16 @@ class MemoryBackend:
         self._clock = clock or _utc_now
         self._jobs: dict[JobId, _Record] = {}
         self._lanes: defaultdict[str, _Lane] = defaultdict(_Lane)
-        self._held_keys: dict[str, JobId] = {}
-        self._picked: Counter[str] = Counter()
+        self._held_keys: dict[str, JobId] = {}  # dedupe key -> its queued or picked job
+        # Picked job ids per entrypoint: the concurrency count, and the only rows that
+        # rescue_expired has to look at.
+        self._picked: defaultdict[str, set[JobId]] = defaultdict(set)
         self._next_id = 1
         self._installed_version: int | None = None
         self._listeners: list[NotificationCallback] = []
+        self._schedules: dict[str, _ScheduleRecord] = {}
+        self._ticks: set[tuple[int, datetime]] = set()
+        self._next_schedule_id = 1
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -153,11 +192,11 @@ class MemoryBackend:
         if self._installed_version is None:
             raise SchemaError("schema not installed: call run_migrations()")
 
-    def _place(self, record: _Record) -> None:
+    def _place(self, record: _Record, now: datetime) -> None:
         """Put a queued record in its lane (runnable or deferred)."""
         record.version += 1
         lane = self._lanes[record.entrypoint]
-        if record.execute_after <= self._now():
+        if record.execute_after <= now:
             heapq.heappush(lane.ready, (-record.priority, record.id, record.version))
         else:
             heapq.heappush(lane.deferred, (record.execute_after, record.id, record.version))
@@ -190,9 +229,9 @@ class MemoryBackend:
 
     def _set_status(self, record: _Record, status: JOB_STATUS) -> None:
         if record.status == "picked":
-            self._picked[record.entrypoint] -= 1
+            self._picked[record.entrypoint].discard(record.id)
         if status == "picked":
-            self._picked[record.entrypoint] += 1
+            self._picked[record.entrypoint].add(record.id)
         record.status = status
         if status in TERMINAL_STATUSES:
             self._release_key(record)
@@ -231,6 +270,11 @@ class MemoryBackend:
         self._lanes.clear()
         self._held_keys.clear()
         self._picked.clear()
+        self._schedules.clear()
+        self._ticks.clear()
+        # Dropping the tables drops their identity sequences too.
+        self._next_id = 1
+        self._next_schedule_id = 1
         self._installed_version = None
 
     # ---- producers ----------------------------------------------------------------------
@@ -238,66 +282,58 @@ class MemoryBackend:
         self._require_schema()
         if not jobs:
             return []
-        # Decide every position before changing anything, so "raise" writes nothing.
-        plan: list[tuple[str, NewJob | JobId]] = []
-        first_in_batch: dict[str, int] = {}
+        now = self._now()
+        # Everything that can fail is decided before the first write, so a refused batch
+        # (a "raise" conflict, or a run_at that cannot be compared) leaves no trace.
+        due = [
+            job.run_at if job.run_at is not None else now + timedelta(seconds=job.delay)
+            for job in jobs
+        ]
+        runnable = [execute_after <= now for execute_after in due]
+        taken: set[str] = set()  # keys the batch itself takes (first occurrence wins)
         conflicts: list[str | None] = []
-        for position, job in enumerate(jobs):
-            key = job.dedupe_key
-            if key is not None and (key in self._held_keys or key in first_in_batch):
-                if on_conflict == "raise":
-                    if key not in conflicts:
-                        conflicts.append(key)
-                    plan.append(("skip", JobId(0)))
-                elif on_conflict == "skip":
-                    plan.append(("skip", JobId(0)))
-                else:
-                    plan.append(("bump", job))
-                continue
-            if key is not None:
-                first_in_batch[key] = position
-            plan.append(("insert", job))
-        if conflicts:
+        for key in (job.dedupe_key for job in jobs if job.dedupe_key is not None):
+            if (key in self._held_keys or key in taken) and key not in conflicts:
+                conflicts.append(key)
+            taken.add(key)
+        if conflicts and on_conflict == "raise":
             raise DuplicateJobError(conflicts)
 
-        now = self._now()
         ids: list[JobId | None] = []
         woken: set[str] = set()
-        inserted_ids: dict[str, JobId] = {}
-        for action, item in plan:
-            if action == "skip":
+        for job, execute_after, now_runnable in zip(jobs, due, runnable, strict=True):
+            # Inserting the first occurrence of a key holds it, so later occurrences in the
+            # same batch meet it here exactly as they would meet an older job.
+            holder = self._held_keys.get(job.dedupe_key) if job.dedupe_key is not None else None
+            if holder is None:
+                ids.append(self._insert(job, execute_after, now).id)
+                if now_runnable:
+                    woken.add(job.entrypoint)
+            elif on_conflict == "skip":
                 ids.append(None)
-            elif action == "insert":
-                assert isinstance(item, NewJob)
-                record = self._insert(item, now)
-                if item.dedupe_key is not None:
-                    inserted_ids[item.dedupe_key] = record.id
-                if record.execute_after <= now:
-                    woken.add(record.entrypoint)
-                ids.append(record.id)
-            else:
-                assert isinstance(item, NewJob) and item.dedupe_key is not None
-                holder = self._held_keys.get(item.dedupe_key) or inserted_ids[item.dedupe_key]
+            else:  # update_priority
                 existing = self._jobs[holder]
-                if item.priority > existing.priority:
-                    existing.priority = item.priority
-                    existing.updated = now
+                existing.updated = now
+                if job.priority > existing.priority:
+                    existing.priority = job.priority
                     if existing.status == "queued":
-                        self._place(existing)
+                        self._place(existing, now)  # re-sort it under its new priority
+                if existing.status == "queued" and existing.execute_after <= now:
+                    woken.add(existing.entrypoint)
                 ids.append(holder)
         for entrypoint in sorted(woken):
             self._publish(WAKE_PREFIX + entrypoint)
         return ids
 
-    def _insert(self, job: NewJob, now: datetime) -> _Record:
+    def _insert(self, job: NewJob, execute_after: datetime, now: datetime) -> _Record:
         job_id = JobId(self._next_id)
         self._next_id += 1
-        execute_after = job.run_at if job.run_at is not None else now + timedelta(seconds=job.delay)
         record = _Record(
             id=job_id,
             entrypoint=job.entrypoint,
             priority=job.priority,
             payload=job.payload,
+            # A JSON round trip, like the jsonb column: the caller's mapping is not shared.
             headers=json.loads(json.dumps(dict(job.headers))) if job.headers is not None else None,
             dedupe_key=job.dedupe_key,
             execute_after=execute_after,
@@ -308,7 +344,7 @@ class MemoryBackend:
         self._jobs[job_id] = record
         if job.dedupe_key is not None:
             self._held_keys[job.dedupe_key] = job_id
-        self._place(record)
+        self._place(record, now)
         return record
 
     # ---- workers ------------------------------------------------------------------------
@@ -323,20 +359,27 @@ class MemoryBackend:
         if batch_size < 1:
             return []
         now = self._now()
-        candidates: list[_Record] = []
+        rooms: dict[str, int] = {}
         for entrypoint in entrypoints:
             room = batch_size
             if entrypoint.concurrency_limit > 0:
-                room = min(room, entrypoint.concurrency_limit - self._picked[entrypoint.name])
-            if room <= 0 or entrypoint.name not in self._lanes:
+                running = len(self._picked.get(entrypoint.name, ()))
+                room = min(room, entrypoint.concurrency_limit - running)
+            # A name listed twice gets the larger room, as in the SQL claim.
+            rooms[entrypoint.name] = max(rooms.get(entrypoint.name, 0), room)
+        # Take each lane's best candidates within its room, keep the best batch overall and
+        # put the rest back: O(entrypoints * batch * log n), whatever the number of jobs.
+        candidates: list[_Record] = []
+        for name, room in rooms.items():
+            lane = self._lanes.get(name)
+            if room <= 0 or lane is None:
                 continue
-            lane = self._lanes[entrypoint.name]
             self._promote_due(lane, now)
             candidates.extend(self._take(lane, room))
         candidates.sort(key=lambda r: (-r.priority, r.id))
         chosen, leftover = candidates[:batch_size], candidates[batch_size:]
         for record in leftover:
-            self._place(record)
+            self._place(record, now)
         expires = now + timedelta(seconds=lease_seconds)
         for record in chosen:
             self._set_status(record, "picked")
@@ -390,7 +433,7 @@ class MemoryBackend:
                 record.finished_at = None
                 record.queue_manager_id = None
                 self._set_status(record, "queued")
-                self._place(record)
+                self._place(record, now)
             else:
                 record.finished_at = now
                 self._set_status(record, outcome.status)
@@ -416,14 +459,12 @@ class MemoryBackend:
         self._require_schema()
         now = self._now()
         report = RescueReport()
-        expired = [
-            record
-            for record in self._jobs.values()
-            if record.status == "picked"
-            and record.lease_expires_at is not None
-            and record.lease_expires_at < now
-        ]
-        for record in sorted(expired, key=lambda r: r.id):
+        picked = [self._jobs[job_id] for ids in self._picked.values() for job_id in ids]
+        expired = sorted(
+            (r for r in picked if r.lease_expires_at is not None and r.lease_expires_at < now),
+            key=lambda r: r.id,
+        )
+        for record in expired:
             record.crashes += 1
             record.lease += 1
             record.queue_manager_id = None
@@ -441,7 +482,7 @@ class MemoryBackend:
                 report.poisoned.append(record.id)
             else:
                 self._set_status(record, "queued")
-                self._place(record)
+                self._place(record, now)
                 report.requeued.append(record.id)
         return report
 
@@ -545,14 +586,20 @@ class MemoryBackend:
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
         self._require_schema()
         now = self._now()
-        moved: list[JobId] = []
-        for job_id in job_ids:
+        chosen: list[_Record] = []
+        for job_id in dict.fromkeys(job_ids):
             record = self._jobs.get(job_id)
-            if record is None or record.status not in ("failed", "exception"):
-                continue
-            key = record.dedupe_key
-            if key is not None and key in self._held_keys:
-                raise DuplicateJobError([key])
+            if record is not None and record.status in ("failed", "exception"):
+                chosen.append(record)
+        # A key may be held again by a newer job (or twice in this call): refuse the whole
+        # call before writing, like the unique index does for the single SQL statement.
+        keys = Counter(r.dedupe_key for r in chosen if r.dedupe_key is not None)
+        conflicts: list[str | None] = [
+            key for key, n in keys.items() if key in self._held_keys or n > 1
+        ]
+        if conflicts:
+            raise DuplicateJobError(conflicts)
+        for record in chosen:
             record.attempts = 0
             record.crashes = 0
             record.execute_after = now
@@ -560,13 +607,12 @@ class MemoryBackend:
             record.queue_manager_id = None
             record.updated = now
             self._set_status(record, "queued")
-            if key is not None:
-                self._held_keys[key] = record.id
-            self._place(record)
-            moved.append(record.id)
-        for entrypoint in sorted({self._jobs[i].entrypoint for i in moved}):
+            if record.dedupe_key is not None:
+                self._held_keys[record.dedupe_key] = record.id
+            self._place(record, now)
+        for entrypoint in sorted({r.entrypoint for r in chosen}):
             self._publish(WAKE_PREFIX + entrypoint)
-        return moved
+        return [r.id for r in chosen]
 
     async def prune(self, older_than_seconds: float, batch_size: int) -> int:
         self._require_schema()
@@ -592,8 +638,10 @@ class MemoryBackend:
                 continue
             second = r.finished_at.replace(microsecond=0)
             counts[(second, r.entrypoint, r.priority, r.status)] += 1
+        # Same order as the SQL: newest second first, then entrypoint, priority DESC, status.
         ordered = sorted(
-            counts.items(), key=lambda item: (-item[0][0].timestamp(), item[0][1], -item[0][2])
+            counts.items(),
+            key=lambda item: (-item[0][0].timestamp(), item[0][1], -item[0][2], item[0][3]),
         )
         return [
             LogStatistics(count=n, created=created, entrypoint=ep, priority=prio, status=status)
@@ -602,6 +650,143 @@ class MemoryBackend:
 
     async def now(self) -> datetime:
         return self._now()
+
+    # ---- schedules ----------------------------------------------------------------------
+    async def upsert_schedules(
+        self, specs: Sequence[ScheduleSpec], first_runs: Sequence[datetime]
+    ) -> None:
+        self._require_schema()
+        now = self._now()
+        for spec, first_run in zip(specs, first_runs, strict=True):
+            record = self._schedules.get(spec.name)
+            if record is None:
+                self._schedules[spec.name] = _ScheduleRecord(
+                    id=self._next_schedule_id,
+                    spec=spec,
+                    next_run=first_run,
+                    created=now,
+                    updated=now,
+                    seen_at=now,
+                )
+                self._next_schedule_id += 1
+                continue
+            old = record.spec
+            if (old.expression, old.timezone) != (spec.expression, spec.timezone):
+                record.next_run = first_run
+                record.updated = now
+            record.spec = spec
+            record.seen_at = now
+
+    async def fire_due_schedules(
+        self, names: Sequence[str], planner: Callable[[ScheduleState, datetime], TickPlan]
+    ) -> list[FiredTick]:
+        self._require_schema()
+        now = self._now()
+        due = [
+            record
+            for name in names
+            if (record := self._schedules.get(name)) is not None
+            and not record.paused
+            and record.next_run <= now
+        ]
+        fired: list[FiredTick] = []
+        for record in sorted(due, key=lambda r: r.next_run):
+            fired.extend(await self._fire(record, planner(record.state(), now)))
+        return fired
+
+    async def _fire(self, record: _ScheduleRecord, plan: TickPlan) -> list[FiredTick]:
+        fresh = sorted(at for at in set(plan.fire_at) if (record.id, at) not in self._ticks)
+        fired: list[FiredTick] = []
+        if fresh:
+            state = record.state()
+            jobs = [NewJob(state.entrypoint, tick_payload(state, at)) for at in fresh]
+            ids = await self.enqueue(jobs, "raise")
+            for at, job_id in zip(fresh, ids, strict=True):
+                assert job_id is not None
+                self._ticks.add((record.id, at))
+                fired.append(FiredTick(record.spec.name, at, job_id))
+            record.last_run = fresh[-1]
+            record.last_job_id = fired[-1].job_id
+        record.next_run = plan.next_run
+        record.updated = self._now()
+        return fired
+
+    async def next_schedule_run(self, names: Sequence[str]) -> tuple[datetime | None, datetime]:
+        self._require_schema()
+        runs = [
+            r.next_run for n in names if (r := self._schedules.get(n)) is not None and not r.paused
+        ]
+        return (min(runs) if runs else None), self._now()
+
+    async def list_schedules(self) -> list[Schedule]:
+        self._require_schema()
+        schedules = []
+        for name in sorted(self._schedules):
+            record = self._schedules[name]
+            last = self._jobs.get(record.last_job_id) if record.last_job_id else None
+            spec = record.spec
+            schedules.append(
+                Schedule(
+                    id=record.id,
+                    name=spec.name,
+                    entrypoint=spec.entrypoint,
+                    expression=spec.expression,
+                    timezone=spec.timezone,
+                    missed=spec.missed,
+                    paused=record.paused,
+                    next_run=record.next_run,
+                    last_run=record.last_run,
+                    created=record.created,
+                    updated=record.updated,
+                    heartbeat=record.seen_at,
+                    last_job_id=record.last_job_id,
+                    last_status=last.status if last else None,
+                )
+            )
+        return schedules
+
+    async def set_schedules_paused(
+        self,
+        names: Sequence[str],
+        paused: bool,
+        resume_at: Callable[[ScheduleState, datetime], datetime],
+    ) -> list[str]:
+        self._require_schema()
+        now = self._now()
+        changed = []
+        for name in names:
+            record = self._schedules.get(name)
+            if record is None:
+                continue
+            record.paused = paused
+            record.updated = now
+            if not paused:
+                record.next_run = resume_at(record.state(), now)
+            changed.append(name)
+        return changed
+
+    async def trigger_schedule(self, name: str) -> FiredTick | None:
+        self._require_schema()
+        record = self._schedules.get(name)
+        if record is None:
+            return None
+        fired = await self._fire(record, TickPlan((self._now(),), record.next_run))
+        return fired[0] if fired else None
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        self._require_schema()
+        removed = [name for name in names if self._schedules.pop(name, None) is not None]
+        live = {r.id for r in self._schedules.values()}
+        self._ticks = {tick for tick in self._ticks if tick[0] in live}
+        return removed
+
+    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
+        doomed = [
+            name
+            for name in self._schedules
+            if (name == group or name.startswith(group + " [")) and name not in keep
+        ]
+        return await self.delete_schedules(doomed)
 
     # ---- notifications ------------------------------------------------------------------
     async def listen(self, callback: NotificationCallback) -> _Subscription:

@@ -32,6 +32,7 @@ from uuid import UUID
 from pgqueuer.models import (
     BacklogEntry,
     EntrypointLimit,
+    FiredTick,
     HeartbeatReport,
     Job,
     JobResult,
@@ -41,6 +42,10 @@ from pgqueuer.models import (
     Outcome,
     QueueStatistics,
     RescueReport,
+    Schedule,
+    ScheduleSpec,
+    ScheduleState,
+    TickPlan,
 )
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 
@@ -182,6 +187,47 @@ class QueueBackend(Protocol):
         ...
 
     async def now(self) -> datetime: ...
+
+    # ---- schedules ----------------------------------------------------------------------
+    async def upsert_schedules(
+        self, specs: Sequence[ScheduleSpec], first_runs: Sequence[datetime]
+    ) -> None:
+        """Store schedules by name. A changed expression or time zone replaces the stored
+        one and its next run (``first_runs``); otherwise the stored next run is kept."""
+        ...
+
+    async def fire_due_schedules(
+        self, names: Sequence[str], planner: Callable[[ScheduleState, datetime], TickPlan]
+    ) -> list[FiredTick]:
+        """For each due, unpaused schedule among ``names`` (each handled by one caller at a
+        time): ask ``planner`` which fire times to run, record each as a tick (a fire time is
+        recorded at most once, ever), enqueue one job per new tick, advance ``next_run``."""
+        ...
+
+    async def next_schedule_run(self, names: Sequence[str]) -> tuple[datetime | None, datetime]:
+        """The earliest next run among unpaused ``names``, and the store's current time."""
+        ...
+
+    async def list_schedules(self) -> list[Schedule]: ...
+
+    async def set_schedules_paused(
+        self,
+        names: Sequence[str],
+        paused: bool,
+        resume_at: Callable[[ScheduleState, datetime], datetime],
+    ) -> list[str]:
+        """Pause or resume; a resumed schedule's next run becomes ``resume_at(state, now)``."""
+        ...
+
+    async def trigger_schedule(self, name: str) -> FiredTick | None:
+        """Run a schedule now, once, outside its cron times (``None`` if it does not exist)."""
+        ...
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]: ...
+
+    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
+        """``clean_old``: delete schedules named ``group`` or ``group [..]`` not in ``keep``."""
+        ...
 
     # ---- notifications ------------------------------------------------------------------
     async def listen(self, callback: NotificationCallback) -> Subscription: ...

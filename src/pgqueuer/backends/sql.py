@@ -7,13 +7,13 @@ comes from :mod:`pgqueuer.sql.queries`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pgqueuer.backends.connector import Connector, Row, is_unique_violation
+from pgqueuer.backends.connector import Connector, Row, Session, is_unique_violation
 from pgqueuer.backends.protocol import CANCEL_NOTICE, NotificationCallback, Subscription
 from pgqueuer.config import DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
@@ -21,6 +21,7 @@ from pgqueuer.models import (
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
+    FiredTick,
     HeartbeatReport,
     Job,
     JobResult,
@@ -30,7 +31,12 @@ from pgqueuer.models import (
     Outcome,
     QueueStatistics,
     RescueReport,
+    Schedule,
+    ScheduleSpec,
+    ScheduleState,
+    TickPlan,
     result_status,
+    tick_payload,
 )
 from pgqueuer.sql.queries import Statements, build_statements
 from pgqueuer.sql.render import migration_templates, render
@@ -149,6 +155,48 @@ def ids_by_position(
             result.append(by_key.get(key))
             seen.add(key)
     return result
+
+
+Planner = Callable[[ScheduleState, datetime], TickPlan]
+
+
+def like_escape(text: str) -> str:
+    """Escape LIKE wildcards so a name is matched literally (the value is still bound)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def schedule_state_from_row(row: Row) -> ScheduleState:
+    return ScheduleState(
+        id=row["id"],
+        name=row["name"],
+        entrypoint=row["entrypoint"],
+        expression=row["expression"],
+        timezone=row["timezone"],
+        missed=row["missed"],
+        max_catch_up=row["max_catch_up"],
+        grace_seconds=row["grace_seconds"],
+        next_run=row["next_run"],
+        last_run=row["last_run"],
+    )
+
+
+def schedule_from_row(row: Row) -> Schedule:
+    return Schedule(
+        id=row["id"],
+        name=row["name"],
+        entrypoint=row["entrypoint"],
+        expression=row["expression"],
+        timezone=row["timezone"],
+        missed=row["missed"],
+        paused=row["paused"],
+        next_run=row["next_run"],
+        last_run=row["last_run"],
+        created=row["created"],
+        updated=row["updated"],
+        heartbeat=row["seen_at"],
+        last_job_id=JobId(row["last_job_id"]) if row["last_job_id"] is not None else None,
+        last_status=row["last_status"],
+    )
 
 
 class SqlBackend:
@@ -403,6 +451,110 @@ class SqlBackend:
         rows = await self.connector.fetch(self.sql.now)
         value: datetime = rows[0]["now"]
         return value
+
+    # ---- schedules ----------------------------------------------------------------------
+    async def upsert_schedules(
+        self, specs: Sequence[ScheduleSpec], first_runs: Sequence[datetime]
+    ) -> None:
+        if not specs:
+            return
+        await self.connector.execute(
+            self.sql.upsert_schedules,
+            [s.name for s in specs],
+            [s.entrypoint for s in specs],
+            [s.expression for s in specs],
+            [s.timezone for s in specs],
+            [s.missed for s in specs],
+            [s.max_catch_up for s in specs],
+            [float(s.grace_seconds) for s in specs],
+            list(first_runs),
+        )
+
+    async def fire_due_schedules(self, names: Sequence[str], planner: Planner) -> list[FiredTick]:
+        if not names:
+            return []
+        fired: list[FiredTick] = []
+        async with self.connector.transaction() as session:
+            rows = await session.fetch(self.sql.due_schedules, list(names))
+            for row in rows:
+                state = schedule_state_from_row(row)
+                plan = planner(state, row["now"])
+                fired.extend(await self._fire(session, state, plan))
+        return fired
+
+    async def _fire(
+        self, session: Session, state: ScheduleState, plan: TickPlan
+    ) -> list[FiredTick]:
+        fresh: list[datetime] = []
+        if plan.fire_at:
+            rows = await session.fetch(self.sql.insert_ticks, state.id, list(plan.fire_at))
+            fresh = sorted(row["fire_at"] for row in rows)
+        job_ids: list[JobId] = []
+        if fresh:
+            jobs = [NewJob(state.entrypoint, tick_payload(state, at)) for at in fresh]
+            statement, args = self.enqueue_statement(jobs, "raise")
+            inserted = await session.fetch(statement, *args)
+            job_ids = ids_by_position(jobs, inserted, "raise")  # type: ignore[assignment]
+            await session.execute(self.sql.link_ticks, state.id, fresh, job_ids)
+        await session.execute(
+            self.sql.advance_schedule,
+            state.id,
+            plan.next_run,
+            fresh[-1] if fresh else None,
+            job_ids[-1] if job_ids else None,
+        )
+        return [FiredTick(state.name, at, job) for at, job in zip(fresh, job_ids, strict=True)]
+
+    async def next_schedule_run(self, names: Sequence[str]) -> tuple[datetime | None, datetime]:
+        row = (await self.connector.fetch(self.sql.next_schedule_run, list(names)))[0]
+        return row["next_run"], row["now"]
+
+    async def list_schedules(self) -> list[Schedule]:
+        return [
+            schedule_from_row(row) for row in await self.connector.fetch(self.sql.list_schedules)
+        ]
+
+    async def set_schedules_paused(
+        self,
+        names: Sequence[str],
+        paused: bool,
+        resume_at: Callable[[ScheduleState, datetime], datetime],
+    ) -> list[str]:
+        async with self.connector.transaction() as session:
+            changed = [
+                row["name"]
+                for row in await session.fetch(self.sql.set_schedules_paused, list(names), paused)
+            ]
+            if not paused and changed:
+                states = []
+                for name in changed:
+                    row = (await session.fetch(self.sql.schedule_by_name, name))[0]
+                    states.append((name, resume_at(schedule_state_from_row(row), row["now"])))
+                await session.execute(
+                    self.sql.resume_next_run, [n for n, _ in states], [t for _, t in states]
+                )
+        return changed
+
+    async def trigger_schedule(self, name: str) -> FiredTick | None:
+        async with self.connector.transaction() as session:
+            rows = await session.fetch(self.sql.schedule_by_name, name)
+            if not rows:
+                return None
+            state = schedule_state_from_row(rows[0])
+            plan = TickPlan(fire_at=(rows[0]["now"],), next_run=state.next_run)
+            fired = await self._fire(session, state, plan)
+        return fired[0] if fired else None
+
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        rows = await self.connector.fetch(self.sql.delete_schedules, list(names))
+        return [row["name"] for row in rows]
+
+    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
+        pattern = like_escape(group) + " [%"
+        rows = await self.connector.fetch(
+            self.sql.delete_other_schedules, group, pattern, list(keep)
+        )
+        return [row["name"] for row in rows]
 
     # ---- notifications ------------------------------------------------------------------
     async def listen(self, callback: NotificationCallback) -> Subscription:

@@ -284,16 +284,27 @@ class QueueManager:
         )
 
     def register_executor(
-        self, name: str, executor: AbstractEntrypointExecutor, *, concurrency_limit: int = 0
+        self,
+        name: str,
+        executor: AbstractEntrypointExecutor,
+        *,
+        concurrency_limit: int = 0,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Register a ready-made executor (pgqueuer 1.x)."""
         params = getattr(executor, "parameters", None)
+        seconds = _seconds(timeout)
+        if seconds is not None and seconds <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         self._add(
             Registration(
                 name=validate_task_name(name),
                 executor=executor,
                 concurrency_limit=getattr(params, "concurrency_limit", concurrency_limit),
                 on_failure=getattr(params, "on_failure", "delete"),
+                timeout=seconds,
+                retry=retry or NO_RETRY,
             )
         )
 
@@ -361,6 +372,7 @@ class QueueManager:
                 await worker_run.execute()
         finally:
             self._current = None
+            self.shutdown.clear()  # a later run() starts afresh
 
 
 @contextlib.contextmanager

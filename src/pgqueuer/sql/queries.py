@@ -310,6 +310,118 @@ LIMIT $1::integer
 
 NOW: Final = "SELECT now() AS now"
 
+# ---- schedules ----------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS: Final = """
+    s.id, s.name, s.entrypoint, s.expression, s.timezone, s.missed, s.max_catch_up,
+    s.grace_seconds, s.paused, s.next_run, s.last_run, s.last_job_id, s.seen_at, s.created,
+    s.updated
+"""
+
+# Registration keeps the stored next fire time unless the expression or time zone changed:
+# then the old definition is replaced and never fires again.
+UPSERT_SCHEDULES: Final = """
+INSERT INTO {schedules} AS s (name, entrypoint, expression, timezone, missed, max_catch_up,
+                              grace_seconds, next_run)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::integer[], $7::float8[], $8::timestamptz[])
+ON CONFLICT (name) DO UPDATE SET
+    next_run = CASE WHEN s.expression <> EXCLUDED.expression OR s.timezone <> EXCLUDED.timezone
+                    THEN EXCLUDED.next_run ELSE s.next_run END,
+    updated = CASE WHEN s.expression <> EXCLUDED.expression OR s.timezone <> EXCLUDED.timezone
+                   THEN now() ELSE s.updated END,
+    entrypoint = EXCLUDED.entrypoint, expression = EXCLUDED.expression,
+    timezone = EXCLUDED.timezone, missed = EXCLUDED.missed,
+    max_catch_up = EXCLUDED.max_catch_up, grace_seconds = EXCLUDED.grace_seconds,
+    seen_at = now()
+"""
+
+DUE_SCHEDULES: Final = (
+    """
+SELECT """
+    + SCHEDULE_COLUMNS
+    + """, now() AS now
+FROM {schedules} s
+WHERE s.name = ANY($1::text[]) AND NOT s.paused AND s.next_run <= now()
+ORDER BY s.next_run
+FOR UPDATE SKIP LOCKED
+"""
+)
+
+INSERT_TICKS: Final = """
+INSERT INTO {ticks} (schedule_id, fire_at)
+SELECT $1::bigint, unnest($2::timestamptz[])
+ON CONFLICT (schedule_id, fire_at) DO NOTHING
+RETURNING fire_at
+"""
+
+LINK_TICKS: Final = """
+UPDATE {ticks} t SET job_id = x.job_id
+FROM unnest($2::timestamptz[], $3::bigint[]) AS x(fire_at, job_id)
+WHERE t.schedule_id = $1::bigint AND t.fire_at = x.fire_at
+"""
+
+ADVANCE_SCHEDULE: Final = """
+UPDATE {schedules}
+SET next_run = $2::timestamptz, last_run = COALESCE($3::timestamptz, last_run),
+    last_job_id = COALESCE($4::bigint, last_job_id), updated = now()
+WHERE id = $1::bigint
+"""
+
+NEXT_SCHEDULE_RUN: Final = """
+SELECT min(next_run) AS next_run, now() AS now FROM {schedules}
+WHERE name = ANY($1::text[]) AND NOT paused
+"""
+
+LIST_SCHEDULES: Final = (
+    """
+SELECT """
+    + SCHEDULE_COLUMNS
+    + """, j.status AS last_status
+FROM {schedules} s LEFT JOIN {jobs} j ON j.id = s.last_job_id
+ORDER BY s.name
+"""
+)
+
+SCHEDULE_BY_NAME: Final = (
+    """
+SELECT """
+    + SCHEDULE_COLUMNS
+    + """, now() AS now FROM {schedules} s WHERE s.name = $1::text
+FOR UPDATE
+"""
+)
+
+SET_SCHEDULES_PAUSED: Final = """
+UPDATE {schedules} SET paused = $2::boolean, updated = now()
+WHERE name = ANY($1::text[])
+RETURNING name
+"""
+
+# Resuming a paused schedule starts from now: the ticks it slept through are not missed work.
+RESUME_NEXT_RUN: Final = """
+UPDATE {schedules} SET next_run = x.next_run
+FROM unnest($1::text[], $2::timestamptz[]) AS x(name, next_run)
+WHERE {schedules}.name = x.name
+"""
+
+DELETE_SCHEDULES: Final = "DELETE FROM {schedules} WHERE name = ANY($1::text[]) RETURNING name"
+
+# clean_old: schedules of one 1.x entrypoint are named "<entrypoint>" or
+# "<entrypoint> [<expression>]"; $2 is the LIKE pattern of the second form, escaped.
+DELETE_OTHER_SCHEDULES: Final = """
+DELETE FROM {schedules}
+WHERE (name = $1::text OR name LIKE $2::text) AND name <> ALL($3::text[])
+RETURNING name
+"""
+
+PRUNE_TICKS: Final = """
+DELETE FROM {ticks} WHERE ctid IN (
+    SELECT ctid FROM {ticks} WHERE created < now() - make_interval(secs => $1::float8)
+    LIMIT $2::integer
+)
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Statements:
@@ -346,6 +458,19 @@ class Statements:
     prune: str
     log_statistics: str
     now: str
+    upsert_schedules: str
+    due_schedules: str
+    insert_ticks: str
+    link_ticks: str
+    advance_schedule: str
+    next_schedule_run: str
+    list_schedules: str
+    schedule_by_name: str
+    set_schedules_paused: str
+    resume_next_run: str
+    delete_schedules: str
+    delete_other_schedules: str
+    prune_ticks: str
 
 
 _TEMPLATES: Final[dict[str, LiteralString]] = {
@@ -380,6 +505,19 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "prune": PRUNE,
     "log_statistics": LOG_STATISTICS,
     "now": NOW,
+    "upsert_schedules": UPSERT_SCHEDULES,
+    "due_schedules": DUE_SCHEDULES,
+    "insert_ticks": INSERT_TICKS,
+    "link_ticks": LINK_TICKS,
+    "advance_schedule": ADVANCE_SCHEDULE,
+    "next_schedule_run": NEXT_SCHEDULE_RUN,
+    "list_schedules": LIST_SCHEDULES,
+    "schedule_by_name": SCHEDULE_BY_NAME,
+    "set_schedules_paused": SET_SCHEDULES_PAUSED,
+    "resume_next_run": RESUME_NEXT_RUN,
+    "delete_schedules": DELETE_SCHEDULES,
+    "delete_other_schedules": DELETE_OTHER_SCHEDULES,
+    "prune_ticks": PRUNE_TICKS,
 }
 
 
