@@ -1,0 +1,206 @@
+"""``backlog``, ``queue-size``, ``dashboard`` and ``listen``: watching the queue."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from datetime import datetime
+
+from pgqueuer.api import PgQueuer
+from pgqueuer.backends.protocol import CANCEL_NOTICE, HEALTH_PREFIX, WAKE_PREFIX
+from pgqueuer.cli.connection import Session
+from pgqueuer.cli.errors import EXIT_OK
+from pgqueuer.cli.output import age, emit, emit_json, note, table
+from pgqueuer.cli.registry import Commands, positive_int, seconds
+from pgqueuer.config import DatabaseNames
+from pgqueuer.models import LogStatistics, QueueStatistics
+from pgqueuer.supervisor import stop_signals
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+async def backlog(args: argparse.Namespace, session: Session) -> int:
+    pg = await session.queue()
+    entries = await pg.backend.backlog()
+    if args.json:
+        emit_json(entries)
+    elif not entries:
+        emit("no queued jobs")
+    else:
+        rows = [(e.entrypoint, e.queued, e.runnable, age(e.oldest_age_seconds)) for e in entries]
+        emit(table(["ENTRYPOINT", "QUEUED", "RUNNABLE", "OLDEST RUNNABLE"], rows))
+    return EXIT_OK
+
+
+def size_table(stats: list[QueueStatistics]) -> str:
+    if not stats:
+        return "no queued or running jobs"
+    ordered = sorted(stats, key=lambda s: (s.entrypoint, -s.priority, s.status))
+    rows = [(s.entrypoint, s.priority, s.status, s.count) for s in ordered]
+    return table(["ENTRYPOINT", "PRIORITY", "STATUS", "COUNT"], rows)
+
+
+def statistics_table(stats: list[LogStatistics]) -> str:
+    if not stats:
+        return "no finished jobs yet"
+    rows = [(s.created, s.entrypoint, s.priority, s.status, s.count) for s in stats]
+    return table(["SECOND", "ENTRYPOINT", "PRIORITY", "STATUS", "COUNT"], rows)
+
+
+async def queue_size(args: argparse.Namespace, session: Session) -> int:
+    pg = await session.queue()
+    stats = await pg.queries.queue_size()
+    if args.json:
+        emit_json(stats)
+    else:
+        emit(size_table(stats))
+    return EXIT_OK
+
+
+async def dashboard(args: argparse.Namespace, session: Session) -> int:
+    pg = await session.queue()
+    target = session.target.describe() if session.target else ""
+    stop = asyncio.Event()
+    with stop_signals(stop.set):
+        while True:
+            sizes = await pg.queries.queue_size()
+            stats = await pg.queries.log_statistics(args.limit)
+            now = datetime.now().astimezone().isoformat(timespec="seconds")
+            refresh = f"every {args.interval:g}s, Ctrl-C to stop" if args.interval else "once"
+            frame = "\n".join(
+                [
+                    f"pgqueuer dashboard: {target} at {now} (refresh {refresh})",
+                    "",
+                    "Jobs in the queue",
+                    size_table(sizes),
+                    "",
+                    f"Finished jobs per second (latest {args.limit} rows)",
+                    statistics_table(stats),
+                ]
+            )
+            if args.interval and sys.stdout.isatty():
+                frame = CLEAR_SCREEN + frame
+            emit(frame)
+            if not args.interval:
+                return EXIT_OK
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.interval):
+                    await stop.wait()
+            if stop.is_set():
+                return EXIT_OK
+            if not sys.stdout.isatty():
+                emit()
+
+
+def describe_notification(payload: str) -> str:
+    if payload.startswith(WAKE_PREFIX):
+        return f"work available for {payload[len(WAKE_PREFIX) :]!r}"
+    if payload == CANCEL_NOTICE:
+        return "cancellation requested"
+    if payload.startswith(HEALTH_PREFIX):
+        return "listener health probe"
+    return ""
+
+
+async def listen(args: argparse.Namespace, session: Session) -> int:
+    names = session.names
+    if args.channel:
+        names = DatabaseNames(prefix=names.prefix, schema=names.schema, channel=args.channel)
+    pg = await session.queue()
+    backend = pg.backend
+    if names.channel != pg.names.channel:  # same connection, another channel
+        backend = PgQueuer(
+            pg.connection, names.channel, prefix=names.prefix, schema=names.schema
+        ).backend
+    stop = asyncio.Event()
+    received = 0
+
+    def on_notification(payload: str) -> None:
+        nonlocal received
+        received += 1
+        stamp = datetime.now().astimezone().isoformat(timespec="milliseconds")
+        meaning = describe_notification(payload)
+        emit(f"{stamp}  {payload}" + (f"  ({meaning})" if meaning else ""))
+        if args.count and received >= args.count:
+            stop.set()
+
+    with stop_signals(stop.set):
+        subscription = await backend.listen(on_notification)
+        try:
+            note(f"listening on channel {names.channel} (Ctrl-C to stop)")
+            await stop.wait()
+        finally:
+            await subscription.close()
+    return EXIT_OK
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "backlog",
+        backlog,
+        summary="queued jobs per entrypoint and the age of the oldest runnable one",
+        description=(
+            "Per entrypoint: how many jobs are queued, how many of those are runnable now "
+            "(not deferred), and how long the oldest runnable one has waited. A growing age "
+            "means the workers do not keep up."
+        ),
+        examples=["pgq backlog", "pgq backlog --json"],
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = commands.add(
+        "queue-size",
+        queue_size,
+        aliases=["size"],
+        summary="count jobs per entrypoint, priority and status",
+        description="Count the queued and running jobs per entrypoint, priority and status.",
+        examples=["pgq queue-size", "pgq size --json"],
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = commands.add(
+        "dashboard",
+        dashboard,
+        summary="terminal table of the queue and recent throughput",
+        description=(
+            "Show the jobs in the queue and the finished jobs per second (newest first). "
+            "With -i it refreshes every SECONDS until Ctrl-C."
+        ),
+        examples=["pgq dashboard", "pgq dashboard -i 2", "pgq dashboard -i 5 -n 50"],
+    )
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS until Ctrl-C (default: show once)",
+    )
+    parser.add_argument(
+        "-n",
+        "--limit",
+        type=positive_int,
+        default=25,
+        metavar="N",
+        help="statistics rows (default 25)",
+    )
+
+    parser = commands.add(
+        "listen",
+        listen,
+        summary="print the notifications pgqueuer sends, as they arrive",
+        description=(
+            "Print each notification on pgqueuer's channel with a timestamp until Ctrl-C: "
+            "'w:NAME' when work became available for NAME, 'c' when jobs were asked to "
+            "cancel. Useful to see whether enqueues reach the workers."
+        ),
+        examples=["pgq listen", "pgq --prefix myapp_ listen", "pgq listen --count 1"],
+    )
+    parser.add_argument(
+        "--channel", metavar="NAME", help="the channel (default: <prefix>ch_pgqueuer)"
+    )
+    parser.add_argument(
+        "-c", "--count", type=positive_int, metavar="N", help="stop after N notifications"
+    )
