@@ -19,12 +19,18 @@ PREFIX_PATTERN: Final = re.compile(r"^([a-z_][a-z0-9_]*)?$")
 MAX_PREFIX_LENGTH: Final = 63 - len("pgqueuer_schedules_next_run_idx")
 
 DEFAULT_BATCH_SIZE: Final = 10
+MAX_BATCH_SIZE: Final = 10_000  # one claim or prune statement never touches more rows
 DEFAULT_POLL_INTERVAL: Final = 1.0  # seconds between claims when idle and no NOTIFY arrives
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 30.0  # lease duration without a heartbeat
 DEFAULT_MAX_CRASHES: Final = 5  # lease expiries in a row before a job is failed as poison
 DEFAULT_SHUTDOWN_GRACE: Final = 30.0  # seconds running jobs get to finish on SIGTERM
-DEFAULT_STATEMENT_TIMEOUT: Final = 30.0  # no statement waits longer than this
+DEFAULT_STATEMENT_TIMEOUT: Final = 30.0  # no statement (or connect) waits longer than this
+DEFAULT_RECONNECT_BACKOFF_MAX: Final = 5.0  # longest pause between reconnect attempts
 DEFAULT_RETENTION: Final = 7 * 24 * 3600.0  # finished jobs kept this long (seconds)
+DEFAULT_PRUNE_INTERVAL: Final = 60.0  # seconds between retention passes of a worker
+DEFAULT_PRUNE_BATCH_SIZE: Final = 1000  # rows per DELETE statement
+DEFAULT_LISTENER_HEALTH_INTERVAL: Final = 10.0  # seconds between LISTEN self-probes
+DEFAULT_LISTENER_PROBE_TIMEOUT: Final = 1.0  # a probe not back by then means LISTEN is down
 
 
 def validate_identifier(value: str, what: str) -> str:
@@ -90,6 +96,22 @@ class DatabaseNames:
         return f"{self.schema}.{name}" if self.schema else name
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+
+
+def _count(name: str, value: object, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum}, got {value}")
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """How a worker claims and runs jobs. Validated on construction."""
@@ -101,32 +123,39 @@ class WorkerSettings:
     heartbeat_interval: float | None = None  # default: heartbeat_timeout / 4
     max_crashes: int = DEFAULT_MAX_CRASHES
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    retention: float | None = DEFAULT_RETENTION  # None: never prune
+    prune_interval: float = DEFAULT_PRUNE_INTERVAL
+    prune_batch_size: int = DEFAULT_PRUNE_BATCH_SIZE
+    listener_health_interval: float = DEFAULT_LISTENER_HEALTH_INTERVAL
+    listener_probe_timeout: float = DEFAULT_LISTENER_PROBE_TIMEOUT
+    reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigurationError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if self.max_concurrent_tasks is not None and self.max_concurrent_tasks < 1:
-            raise ConfigurationError(
-                f"max_concurrent_tasks must be >= 1 or None, got {self.max_concurrent_tasks!r}"
-            )
-        if self.poll_interval <= 0:
-            raise ConfigurationError(f"poll_interval must be > 0, got {self.poll_interval!r}")
-        if self.heartbeat_timeout <= 0:
-            raise ConfigurationError(
-                f"heartbeat_timeout must be > 0, got {self.heartbeat_timeout!r}"
-            )
+        _count("batch_size", self.batch_size, maximum=MAX_BATCH_SIZE)
+        if self.max_concurrent_tasks is not None:
+            _count("max_concurrent_tasks", self.max_concurrent_tasks)
+        _positive("poll_interval", self.poll_interval)
+        _positive("heartbeat_timeout", self.heartbeat_timeout)
         interval = self.effective_heartbeat_interval
+        _positive("heartbeat_interval", interval)
         # Three heartbeats must fit in one lease, so a single slow round trip or a missed
         # beat does not let another worker take a job that is still running.
-        if interval <= 0 or interval * 3 > self.heartbeat_timeout:
+        if interval * 3 > self.heartbeat_timeout:
             raise ConfigurationError(
-                f"heartbeat_interval ({interval}s) must be > 0 and at most a third of "
-                f"heartbeat_timeout ({self.heartbeat_timeout}s)"
+                f"heartbeat_interval ({interval}s) must be at most a third of "
+                f"heartbeat_timeout ({self.heartbeat_timeout}s): raise heartbeat_timeout or "
+                "lower heartbeat_interval"
             )
-        if self.max_crashes < 1:
-            raise ConfigurationError(f"max_crashes must be >= 1, got {self.max_crashes!r}")
-        if self.shutdown_grace < 0:
+        _count("max_crashes", self.max_crashes)
+        if not _is_number(self.shutdown_grace) or self.shutdown_grace < 0:
             raise ConfigurationError(f"shutdown_grace must be >= 0, got {self.shutdown_grace!r}")
+        if self.retention is not None:
+            _positive("retention", self.retention)
+        _positive("prune_interval", self.prune_interval)
+        _count("prune_batch_size", self.prune_batch_size, maximum=MAX_BATCH_SIZE)
+        _positive("listener_health_interval", self.listener_health_interval)
+        _positive("listener_probe_timeout", self.listener_probe_timeout)
+        _positive("reconnect_backoff_max", self.reconnect_backoff_max)
 
     @property
     def effective_heartbeat_interval(self) -> float:

@@ -80,7 +80,18 @@ class SchemaError(PgqError, RuntimeError):
 
 
 class DatabaseUnavailableError(PgqError, ConnectionError):
-    """A call could not reach the database (server down, connection lost, stalled)."""
+    """A call could not complete for a reason that retrying may cure.
+
+    The server is down or restarting, the connection was lost or stalled past the statement
+    timeout, or the server cancelled the statement (``sqlstate`` then says why: 57014
+    statement timeout, 55P03 lock timeout, 40001/40P01 serialization failure or deadlock).
+    Whether an enqueue that raised this was committed is unknown when the connection died
+    after the statement was sent; dedupe keys make such retries safe.
+    """
+
+    def __init__(self, *args: object, server_sqlstate: str | None = None) -> None:
+        super().__init__(*args)
+        self.server_sqlstate = server_sqlstate
 
 
 class FailingListenerError(PgqError):

@@ -1,8 +1,17 @@
-"""asyncpg adapters: a single connection, or a pool plus a dedicated LISTEN connection.
+"""asyncpg adapters: a single connection, or a pool plus dedicated connections.
 
 ``AsyncpgDriver`` and ``AsyncpgPoolDriver`` keep the pgqueuer 1.x names: users hand us their
 connection or pool and keep ownership of it. ``open_pool`` opens one from a URL for the
-seed API; that pool is owned and closed by pgqueuer.
+seed API; that pool is owned and closed by pgqueuer, and it also opens two connections of
+its own outside the pool: one for LISTEN and one *reserved* for heartbeats and outcome
+writes, so handlers that use the pool (or a burst of claims) can never starve the
+statements that keep leases alive (reliability plan R5, R23).
+
+Every statement has a deadline (``statement_timeout``, also applied to waiting for a pool
+connection), so no call hangs forever on a stalled server; lost connections, restarts and
+timeouts surface as :class:`~pgqueuer.errors.DatabaseUnavailableError`, which the worker
+loops retry with backoff. Pools replace broken connections by themselves; the reserved
+connection is reopened on its next use.
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 
 from pgqueuer.backends.connector import Row, Session
-from pgqueuer.backends.protocol import Subscription
+from pgqueuer.backends.protocol import LostCallback, Subscription
+from pgqueuer.config import DEFAULT_STATEMENT_TIMEOUT
 from pgqueuer.dsn import describe_target, dsn_password, redact_dsn, scrub
 from pgqueuer.errors import DatabaseUnavailableError
 
-DEFAULT_COMMAND_TIMEOUT = 30.0  # seconds; no statement may hang forever on a stalled server
-DEFAULT_POOL_SIZE = 4  # claim, finish, heartbeat and the producer each get a connection
+DEFAULT_COMMAND_TIMEOUT = DEFAULT_STATEMENT_TIMEOUT  # seconds; no statement hangs forever
+DEFAULT_POOL_SIZE = 4  # claims, rescue, the producer and handlers share these
 
 
 class ServerUnreachableError(
@@ -43,12 +53,22 @@ _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, ...
+    # Class 57: admin shutdown, crash shutdown, cannot connect now, and 57014: the statement
+    # was cancelled (statement_timeout).
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.exceptions.TransactionRollbackError,  # 40001/40P01: serialization, deadlock
 )
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when ``exc`` means "the database could not be reached", not "the SQL is wrong"."""
+    """True when ``exc`` means "try again later", not "the SQL is wrong".
+
+    That is: the server could not be reached, the connection was lost (asyncpg reports a
+    session killed by ``idle_in_transaction_session_timeout`` as a closed connection with no
+    SQLSTATE), or the server cancelled the statement for a timeout, a lock wait or a
+    deadlock.
+    """
     if isinstance(exc, _UNAVAILABLE):
         return True
     return isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc)
@@ -64,7 +84,8 @@ async def translate_errors() -> AsyncIterator[None]:
     except Exception as exc:
         if is_unavailable(exc):
             raise DatabaseUnavailableError(
-                f"database unavailable: {type(exc).__name__}: {exc}"
+                f"database unavailable: {type(exc).__name__}: {exc}",
+                server_sqlstate=getattr(exc, "sqlstate", None),
             ) from exc
         raise
 
@@ -76,12 +97,20 @@ class _AsyncpgSubscription:
         channel: str,
         listener: Callable[..., None],
         release: Callable[[], Awaitable[None]],
+        on_lost: LostCallback | None,
     ) -> None:
         self._connection = connection
         self._channel = channel
         self._listener = listener
         self._release = release
         self._closed = False
+        self._on_lost = on_lost
+        if on_lost is not None:
+            connection.add_termination_listener(self._terminated)
+
+    def _terminated(self, _connection: object) -> None:
+        if not self._closed and self._on_lost is not None:
+            self._on_lost()
 
     async def close(self) -> None:
         if self._closed:
@@ -89,7 +118,13 @@ class _AsyncpgSubscription:
         self._closed = True
         try:
             if not self._connection.is_closed():
-                await self._connection.remove_listener(self._channel, self._listener)
+                if self._on_lost is not None:
+                    self._connection.remove_termination_listener(self._terminated)
+                await asyncio.wait_for(
+                    self._connection.remove_listener(self._channel, self._listener), 5.0
+                )
+        except Exception:  # noqa: S110 - a broken connection is released (closed) below
+            pass
         finally:
             await self._release()
 
@@ -102,61 +137,132 @@ def _listener_for(callback: Callable[[str], None]) -> Callable[..., None]:
 
 
 class _ConnectionSession:
-    def __init__(self, connection: asyncpg.Connection | PoolConnectionProxy) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection | PoolConnectionProxy, timeout: float | None
+    ) -> None:
         self._connection = connection
+        self._timeout = timeout
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        rows: Sequence[Row] = await self._connection.fetch(sql, *args)
+        rows: Sequence[Row] = await self._connection.fetch(sql, *args, timeout=self._timeout)
         return rows
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._connection.execute(sql, *args)
+        await self._connection.execute(sql, *args, timeout=self._timeout)
 
 
 class AsyncpgDriver:
     """One asyncpg connection shared by every role; statements take turns on a lock.
 
-    The caller owns the connection: ``close()`` leaves it open.
+    The caller owns the connection: ``close()`` leaves it open, and a connection that broke
+    cannot be reopened here (use a pool, ``open_pool`` or ``PgQueuer.from_asyncpg_url``, for
+    a worker that must survive server restarts). ``statement_timeout`` bounds every call.
     """
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(
+        self,
+        connection: asyncpg.Connection,
+        *,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+    ) -> None:
         self.connection = connection
         self.lock = asyncio.Lock()
+        self.statement_timeout = statement_timeout
+        self._session = _ConnectionSession(connection, statement_timeout)
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
         async with translate_errors(), self.lock:
-            rows: Sequence[Row] = await self.connection.fetch(sql, *args)
-            return rows
+            return await self._session.fetch(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with translate_errors(), self.lock:
-            await self.connection.execute(sql, *args)
+            await self._session.execute(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
         async with translate_errors(), self.lock, self.connection.transaction():
-            yield _ConnectionSession(self.connection)
+            yield self._session
 
-    async def listen(self, channel: str, callback: Callable[[str], None]) -> Subscription:
+    def reserved(self) -> Session:
+        """One connection serves everything here: heartbeats share it (and its lock)."""
+        return self
+
+    async def listen(
+        self,
+        channel: str,
+        callback: Callable[[str], None],
+        on_lost: LostCallback | None = None,
+    ) -> Subscription:
         listener = _listener_for(callback)
-        async with self.lock:
+        async with translate_errors(), self.lock:
             await self.connection.add_listener(channel, listener)
 
         async def release() -> None:
             return None
 
-        return _AsyncpgSubscription(self.connection, channel, listener, release)
+        return _AsyncpgSubscription(self.connection, channel, listener, release, on_lost)
 
     async def close(self) -> None:
         return None
 
 
+class ReservedConnection:
+    """A connection of our own for the statements that keep leases alive.
+
+    Heartbeats and outcome writes go here, one at a time, so they never wait for a pool
+    slot behind handlers or claims. The connection is opened on first use and reopened on
+    the use after it broke; a statement that fails for a lost connection or a timeout
+    closes it, so a stalled socket is never reused.
+    """
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[asyncpg.Connection]], timeout: float | None
+    ) -> None:
+        self._connect = connect
+        self._timeout = timeout
+        self._connection: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _session(self) -> _ConnectionSession:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await self._connect()
+        return _ConnectionSession(self._connection, self._timeout)
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.terminate()  # no goodbye round trip on a socket that may be stalled
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        async with translate_errors(), self._lock:
+            try:
+                return await (await self._session()).fetch(sql, *args)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._discard()
+                raise
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.fetch(sql, *args)
+
+    async def close(self) -> None:
+        async with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is not None and not connection.is_closed():
+                try:
+                    await asyncio.wait_for(connection.close(), 5.0)
+                except Exception:
+                    connection.terminate()
+
+
 class AsyncpgPoolDriver:
-    """An asyncpg pool for statements, plus one dedicated connection per LISTEN.
+    """An asyncpg pool for statements, plus dedicated connections for LISTEN and leases.
 
     With ``owns_pool`` (pools opened by pgqueuer from a URL) ``close()`` closes the pool;
-    otherwise the caller keeps ownership. ``connect_listener`` opens the LISTEN connection
-    outside the pool when given, so listening never takes a pool slot.
+    otherwise the caller keeps ownership. ``connect_listener`` opens connections outside the
+    pool when given: one per LISTEN, and one reserved for heartbeats and outcome writes
+    (:meth:`reserved`). Without it both come from the pool. ``statement_timeout`` bounds
+    every statement and the wait for a pool connection.
     """
 
     def __init__(
@@ -165,56 +271,89 @@ class AsyncpgPoolDriver:
         *,
         owns_pool: bool = False,
         connect_listener: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     ) -> None:
         self.pool = pool
         self.owns_pool = owns_pool
+        self.statement_timeout = statement_timeout
         self._connect_listener = connect_listener
+        self._reserved = (
+            ReservedConnection(connect_listener, statement_timeout)
+            if connect_listener is not None
+            else None
+        )
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        async with translate_errors():
-            rows: Sequence[Row] = await self.pool.fetch(sql, *args)
+        async with (
+            translate_errors(),
+            self.pool.acquire(timeout=self.statement_timeout) as connection,
+        ):
+            rows: Sequence[Row] = await connection.fetch(sql, *args, timeout=self.statement_timeout)
             return rows
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with translate_errors():
-            await self.pool.execute(sql, *args)
+        async with (
+            translate_errors(),
+            self.pool.acquire(timeout=self.statement_timeout) as connection,
+        ):
+            await connection.execute(sql, *args, timeout=self.statement_timeout)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
         async with (
             translate_errors(),
-            self.pool.acquire() as connection,
+            self.pool.acquire(timeout=self.statement_timeout) as connection,
             connection.transaction(),
         ):
-            yield _ConnectionSession(connection)
+            yield _ConnectionSession(connection, self.statement_timeout)
 
-    async def listen(self, channel: str, callback: Callable[[str], None]) -> Subscription:
+    def reserved(self) -> Session:
+        """The connection for heartbeats and outcomes (the pool when we cannot open one)."""
+        return self._reserved if self._reserved is not None else self
+
+    async def listen(
+        self,
+        channel: str,
+        callback: Callable[[str], None],
+        on_lost: LostCallback | None = None,
+    ) -> Subscription:
         listener = _listener_for(callback)
         connection: asyncpg.Connection | PoolConnectionProxy
         release: Callable[[], Awaitable[None]]
-        if self._connect_listener is not None:
-            own = await self._connect_listener()
-            connection = own
+        async with translate_errors():
+            if self._connect_listener is not None:
+                own = await self._connect_listener()
+                connection = own
 
-            async def release() -> None:
-                await own.close()
-        else:
-            borrowed = await self.pool.acquire()
-            connection = borrowed
+                async def release() -> None:
+                    if own.is_closed():
+                        return
+                    try:
+                        await asyncio.wait_for(own.close(), 5.0)
+                    except Exception:
+                        own.terminate()
+            else:
+                borrowed = await self.pool.acquire(timeout=self.statement_timeout)
+                connection = borrowed
 
-            async def release() -> None:
-                await self.pool.release(borrowed)
+                async def release() -> None:
+                    await self.pool.release(borrowed)
 
-        try:
-            await connection.add_listener(channel, listener)
-        except BaseException:
-            await release()
-            raise
-        return _AsyncpgSubscription(connection, channel, listener, release)
+            try:
+                await connection.add_listener(channel, listener)
+            except BaseException:
+                await release()
+                raise
+        return _AsyncpgSubscription(connection, channel, listener, release, on_lost)
 
     async def close(self) -> None:
+        if self._reserved is not None:
+            await self._reserved.close()
         if self.owns_pool:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), self.statement_timeout)
+            except (TimeoutError, OSError):
+                self.pool.terminate()  # the server is gone or stalled: do not wait on it
 
 
 def connection_error_note(exc: BaseException, dsn: str) -> str:
@@ -281,7 +420,10 @@ async def open_pool(
 
     async def connect_listener() -> asyncpg.Connection:
         connection: asyncpg.Connection = await asyncpg.connect(
-            dsn, command_timeout=command_timeout, server_settings=settings
+            dsn,
+            timeout=command_timeout,
+            command_timeout=command_timeout,
+            server_settings=settings,
         )
         return connection
 
@@ -290,6 +432,7 @@ async def open_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
+            timeout=command_timeout,  # connecting, too, fails within the command timeout
             command_timeout=command_timeout,
             server_settings=settings,
         )
@@ -306,4 +449,9 @@ async def open_pool(
         _scrub_exception(exc, described)
         exc.add_note(connection_error_note(exc, described))
         raise exc.with_traceback(None) from None
-    return AsyncpgPoolDriver(pool, owns_pool=True, connect_listener=connect_listener)
+    return AsyncpgPoolDriver(
+        pool,
+        owns_pool=True,
+        connect_listener=connect_listener,
+        statement_timeout=command_timeout,
+    )

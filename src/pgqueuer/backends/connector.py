@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from pgqueuer.backends.protocol import Subscription
+from pgqueuer.backends.protocol import LostCallback, Subscription
 
 
 class Row(Protocol):
@@ -35,7 +35,17 @@ class Connector(Session, Protocol):
         """Hold one connection in a transaction for the duration of the block."""
         ...
 
-    async def listen(self, channel: str, callback: Callable[[str], None]) -> Subscription: ...
+    def reserved(self) -> Session:
+        """Where heartbeats and outcome writes run: a connection that job traffic cannot
+        occupy when the driver can open one of its own, else the connector itself."""
+        ...
+
+    async def listen(
+        self,
+        channel: str,
+        callback: Callable[[str], None],
+        on_lost: LostCallback | None = None,
+    ) -> Subscription: ...
 
     async def close(self) -> None: ...
 

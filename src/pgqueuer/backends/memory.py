@@ -24,7 +24,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, NotificationCallback
+from pgqueuer.backends.protocol import (
+    CANCEL_NOTICE,
+    WAKE_PREFIX,
+    LostCallback,
+    NotificationCallback,
+)
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
     TERMINAL_STATUSES,
@@ -484,6 +489,8 @@ class MemoryBackend:
                 self._set_status(record, "queued")
                 self._place(record, now)
                 report.requeued.append(record.id)
+        for entrypoint in sorted({self._jobs[i].entrypoint for i in report.requeued}):
+            self._publish(WAKE_PREFIX + entrypoint)
         return report
 
     # ---- readers and administration -----------------------------------------------------
@@ -789,7 +796,10 @@ class MemoryBackend:
         return await self.delete_schedules(doomed)
 
     # ---- notifications ------------------------------------------------------------------
-    async def listen(self, callback: NotificationCallback) -> _Subscription:
+    async def listen(
+        self, callback: NotificationCallback, on_lost: LostCallback | None = None
+    ) -> _Subscription:
+        del on_lost  # an in-process subscription cannot be lost
         self._listeners.append(callback)
         return _Subscription(self, callback)
 

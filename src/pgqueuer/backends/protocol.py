@@ -54,6 +54,10 @@ from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 #: ``HEALTH_PREFIX + token`` for a listener health probe.
 NotificationCallback = Callable[[str], None]
 
+#: Called (once, without arguments) when a LISTEN connection is lost: notifications sent
+#: from then on are not delivered, and re-listening does not replay them.
+LostCallback = Callable[[], None]
+
 WAKE_PREFIX = "w:"
 CANCEL_NOTICE = "c"
 HEALTH_PREFIX = "h:"
@@ -230,7 +234,15 @@ class QueueBackend(Protocol):
         ...
 
     # ---- notifications ------------------------------------------------------------------
-    async def listen(self, callback: NotificationCallback) -> Subscription: ...
+    async def listen(
+        self, callback: NotificationCallback, on_lost: LostCallback | None = None
+    ) -> Subscription:
+        """Deliver notifications on the channel to ``callback`` until closed.
+
+        ``on_lost`` is called when the connection behind the subscription dies; the caller
+        then closes it and listens again (``core/listener.py`` does this for workers).
+        """
+        ...
 
     async def notify(self, payload: str) -> None: ...
 

@@ -4,6 +4,11 @@
 opened with ``autocommit=True`` and keep ownership of it. LISTEN runs on a second
 connection opened with the same parameters, because a psycopg connection cannot wait for
 notifications while it also runs queries.
+
+Every call has a deadline (``statement_timeout``). When your connection breaks (a server
+restart, a lost network) or a call times out on it, the driver stops using it and opens a
+replacement with the same parameters, which it owns and closes; your connection itself is
+never closed by us.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from psycopg import sql as psql
 from psycopg.rows import dict_row
 
 from pgqueuer.backends.connector import Row, Session
-from pgqueuer.backends.protocol import Subscription
+from pgqueuer.backends.protocol import LostCallback, Subscription
+from pgqueuer.config import DEFAULT_STATEMENT_TIMEOUT
 from pgqueuer.errors import ConfigurationError, DatabaseUnavailableError
 
 logger = logging.getLogger("pgqueuer.psycopg")
@@ -34,17 +40,20 @@ async def translate_errors() -> AsyncIterator[None]:
     except DatabaseUnavailableError:
         raise
     except (TimeoutError, psycopg.OperationalError, OSError) as exc:
+        # OperationalError covers lost connections and the server cancelling a statement
+        # (57014 statement timeout, 55P03 lock timeout, 40001/40P01).
         raise DatabaseUnavailableError(
-            f"database unavailable: {type(exc).__name__}: {exc}"
+            f"database unavailable: {type(exc).__name__}: {exc}",
+            server_sqlstate=getattr(exc, "sqlstate", None),
         ) from exc
 
 
 class _CursorSession:
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        self._connection = connection
+        self.connection = connection
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        async with psycopg.AsyncRawCursor(self._connection, row_factory=dict_row) as cursor:
+        async with psycopg.AsyncRawCursor(self.connection, row_factory=dict_row) as cursor:
             await cursor.execute(sql, args or None)
             if cursor.description is None:
                 return []
@@ -52,7 +61,7 @@ class _CursorSession:
             return rows
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with psycopg.AsyncRawCursor(self._connection) as cursor:
+        async with psycopg.AsyncRawCursor(self.connection) as cursor:
             await cursor.execute(sql, args or None)
 
 
@@ -65,13 +74,20 @@ class _PsycopgSubscription:
         self._task.cancel()
         with contextlib.suppress(BaseException):
             await self._task
-        await self._connection.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                await self._connection.close()
 
 
 class PsycopgDriver:
     """One psycopg ``AsyncConnection`` (autocommit) shared by every role, on a lock."""
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        *,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+    ) -> None:
         if not connection.autocommit:
             raise ConfigurationError(
                 "PsycopgDriver needs a connection opened with autocommit=True "
@@ -79,41 +95,97 @@ class PsycopgDriver:
             )
         self.connection = connection
         self.lock = asyncio.Lock()
-        self._session = _CursorSession(connection)
+        self.statement_timeout = statement_timeout
+        self._dsn = connection.info.dsn
+        self._password = connection.info.password
+        self._current = connection
+        self._replacement: psycopg.AsyncConnection[Any] | None = None
+        self._needs_new = False
+
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        timeout = int(self.statement_timeout) + 1 if self.statement_timeout else 0
+        async with asyncio.timeout(self.statement_timeout):
+            return await psycopg.AsyncConnection.connect(
+                self._dsn, password=self._password, autocommit=True, connect_timeout=timeout
+            )
+
+    async def _live(self) -> psycopg.AsyncConnection[Any]:
+        current = self._current
+        if self._needs_new or current.closed or current.broken:
+            self._replacement = self._current = await self._open()
+            self._needs_new = False
+        return self._current
+
+    def _abandon_current(self) -> None:
+        # A stalled or broken connection is not used again. Only our own replacement is
+        # closed (without a round trip); the caller's connection stays theirs.
+        current = self._current
+        if current is self._replacement:
+            self._replacement = None
+            with contextlib.suppress(Exception):
+                current.pgconn.finish()
+        self._needs_new = True
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[_CursorSession]:
+        async with translate_errors(), self.lock:
+            try:
+                async with asyncio.timeout(self.statement_timeout):
+                    yield _CursorSession(await self._live())
+            except (TimeoutError, psycopg.OperationalError, OSError):
+                self._abandon_current()
+                raise
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        async with translate_errors(), self.lock:
-            return await self._session.fetch(sql, *args)
+        async with self._session() as session:
+            return await session.fetch(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with translate_errors(), self.lock:
-            await self._session.execute(sql, *args)
+        async with self._session() as session:
+            await session.execute(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
-        async with translate_errors(), self.lock, self.connection.transaction():
-            yield self._session
+        async with self._session() as session, session.connection.transaction():
+            yield session
 
-    async def listen(self, channel: str, callback: Callable[[str], None]) -> Subscription:
-        info = self.connection.info
+    def reserved(self) -> Session:
+        """One connection serves everything here: heartbeats share it (and its lock)."""
+        return self
+
+    async def listen(
+        self,
+        channel: str,
+        callback: Callable[[str], None],
+        on_lost: LostCallback | None = None,
+    ) -> Subscription:
         async with translate_errors():
-            listener = await psycopg.AsyncConnection.connect(
-                info.dsn, password=info.password, autocommit=True
-            )
-            await listener.execute(psql.SQL("LISTEN {}").format(psql.Identifier(channel)))
+            listener = await self._open()
+            try:
+                async with asyncio.timeout(self.statement_timeout):
+                    await listener.execute(psql.SQL("LISTEN {}").format(psql.Identifier(channel)))
+            except BaseException:
+                await listener.close()
+                raise
 
         async def deliver() -> None:
             try:
                 async for notification in listener.notifies():
                     callback(notification.payload)
             except psycopg.OperationalError as exc:
-                logger.warning("LISTEN connection lost (%s); polling continues", exc)
+                logger.debug("LISTEN connection lost: %s", exc)
+            if on_lost is not None:
+                on_lost()
 
         task = asyncio.create_task(deliver(), name=f"pgqueuer-listen-{channel}")
         return _PsycopgSubscription(listener, task)
 
     async def close(self) -> None:
-        return None
+        replacement, self._replacement = self._replacement, None
+        if replacement is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await replacement.close()
 
 
 class SyncPsycopgDriver:

@@ -14,9 +14,15 @@ from typing import Any
 from uuid import UUID
 
 from pgqueuer.backends.connector import Connector, Row, Session, is_unique_violation
-from pgqueuer.backends.protocol import CANCEL_NOTICE, NotificationCallback, Subscription
+from pgqueuer.backends.protocol import (
+    CANCEL_NOTICE,
+    LostCallback,
+    NotificationCallback,
+    Subscription,
+)
 from pgqueuer.config import DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
+from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
     BacklogEntry,
     EntrypointLimit,
@@ -206,6 +212,9 @@ class SqlBackend:
         self.connector = connector
         self.names = names or DatabaseNames()
         self.sql: Statements = build_statements(self.names)
+        # Heartbeats and outcome writes keep leases alive: they run on a connection that
+        # handlers and claims cannot occupy, when the driver has one.
+        self.lease_session: Session = connector.reserved()
 
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:
@@ -312,6 +321,8 @@ class SqlBackend:
                     self.sql.claim_lock, self.names.qualified(self.names.jobs), limited
                 )
                 rows = await session.fetch(self.sql.claim, *args)
+                if rows:
+                    faultpoint("claim_before_commit")
         jobs = [job_from_row(row) for row in rows]
         jobs.sort(key=lambda job: (-job.priority, job.id))
         return jobs
@@ -323,7 +334,7 @@ class SqlBackend:
     async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
         if not outcomes:
             return set()
-        rows = await self.connector.fetch(
+        rows = await self.lease_session.fetch(
             self.sql.finish,
             [o.job_id for o in outcomes],
             [o.lease for o in outcomes],
@@ -338,7 +349,7 @@ class SqlBackend:
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
         if not leases:
             return HeartbeatReport(frozenset(), frozenset())
-        rows = await self.connector.fetch(
+        rows = await self.lease_session.fetch(
             self.sql.heartbeat,
             [lease.job_id for lease in leases],
             [lease.lease for lease in leases],
@@ -350,7 +361,7 @@ class SqlBackend:
         )
 
     async def rescue_expired(self, max_crashes: int) -> RescueReport:
-        rows = await self.connector.fetch(self.sql.rescue_expired, max_crashes)
+        rows = await self.connector.fetch(self.sql.rescue_expired, max_crashes, self.names.channel)
         report = RescueReport()
         for row in rows:
             if row["status"] == "queued":
@@ -427,10 +438,8 @@ class SqlBackend:
         return [JobId(row["id"]) for row in rows]
 
     async def prune(self, older_than_seconds: float, batch_size: int) -> int:
-        rows = await self.connector.fetch(
-            self.sql.prune + " RETURNING id", float(older_than_seconds), batch_size
-        )
-        return len(rows)
+        rows = await self.connector.fetch(self.sql.prune, float(older_than_seconds), batch_size)
+        return int(rows[0]["deleted"])
 
     async def log_statistics(self, limit: int, last_seconds: float | None) -> list[LogStatistics]:
         rows = await self.connector.fetch(
@@ -557,8 +566,10 @@ class SqlBackend:
         return [row["name"] for row in rows]
 
     # ---- notifications ------------------------------------------------------------------
-    async def listen(self, callback: NotificationCallback) -> Subscription:
-        return await self.connector.listen(self.names.channel, callback)
+    async def listen(
+        self, callback: NotificationCallback, on_lost: LostCallback | None = None
+    ) -> Subscription:
+        return await self.connector.listen(self.names.channel, callback, on_lost)
 
     async def notify(self, payload: str) -> None:
         await self.connector.execute(self.sql.notify, self.names.channel, payload)

@@ -11,7 +11,6 @@ Plain ``def`` handlers are run in a worker thread so they never block the event 
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import functools
 import inspect
@@ -20,6 +19,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from pgqueuer.core.threads import run_in_thread
 from pgqueuer.errors import ConfigurationError, PayloadError
 from pgqueuer.models import Context, Job
 
@@ -136,8 +136,9 @@ class HandlerCall:
         args = self.arguments(job, context)
         if self.is_async:
             return await self.func(*args)
-        # A plain function would block the loop (and with it every heartbeat): use a thread.
-        result = await asyncio.to_thread(self.func, *args)
+        # A plain function would block the loop (and with it every heartbeat): use a thread,
+        # one the worker can abandon if the job times out or is cancelled.
+        result = await run_in_thread(self.func, *args, label=f"job {job.id} ({job.entrypoint!r})")
         if inspect.isawaitable(result):
             return await result
         return result

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.config import DEFAULT_RECONNECT_BACKOFF_MAX
+from pgqueuer.core.backoff import Backoff, OutageLog
 from pgqueuer.errors import DatabaseUnavailableError, PayloadError
+from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import ErrorInfo, Outcome
 from pgqueuer.types import JobId
 
@@ -42,8 +45,9 @@ class OutcomeWriter:
 
     There is no timer: whatever accumulated while the previous write was in flight goes in
     the next one, so a busy worker batches naturally and an idle one writes at once.
-    Writes that fail because the database is unreachable are retried with backoff; the
-    outcomes stay buffered (the leases fence any that arrive too late).
+    Writes that fail because the database is unreachable are retried with backoff, for as
+    long as it takes (a short outage must not re-run finished jobs); the outcomes stay
+    buffered, and the leases fence any that arrive after their job was rescued elsewhere.
     """
 
     def __init__(
@@ -51,6 +55,9 @@ class OutcomeWriter:
         backend: QueueBackend,
         on_written: Callable[[list[Outcome], set[JobId]], None] | None = None,
         max_batch: int = 1000,
+        *,
+        outage: OutageLog | None = None,
+        backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX,
     ) -> None:
         self._backend = backend
         self._pending: list[Outcome] = []
@@ -59,6 +66,8 @@ class OutcomeWriter:
         self._idle.set()
         self._on_written = on_written
         self._max_batch = max_batch
+        self._outage = outage or OutageLog(logger)
+        self._backoff = Backoff(initial=0.05, maximum=backoff_max)
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -74,18 +83,18 @@ class OutcomeWriter:
         await self._idle.wait()
 
     async def run(self) -> None:
-        backoff = 0.05
         while True:
             await self._has_work.wait()
             batch = self._pending[: self._max_batch]
             try:
                 accepted = await self._backend.finish(batch)
             except DatabaseUnavailableError as exc:
-                logger.warning("could not record %d job outcomes (%s); retrying", len(batch), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._outage.failed(f"recording {len(batch)} job outcomes", exc)
+                await asyncio.sleep(self._backoff.next_delay())
                 continue
-            backoff = 0.05
+            faultpoint("finish_after_commit")
+            self._outage.succeeded()
+            self._backoff.reset()
             del self._pending[: len(batch)]
             if self._on_written is not None:
                 self._on_written(batch, accepted)

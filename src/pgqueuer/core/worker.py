@@ -10,7 +10,11 @@ claim loop      claim up to ``batch_size`` jobs (never more than free local capa
 outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``)
 heartbeats      one statement per interval for all running jobs; lost leases and cancel
                 requests come back in the answer
-rescue          puts jobs of dead workers back in the queue once their lease expired
+listener        keeps LISTEN alive, probing it with self-notifications (``core/listener.py``)
+maintenance     rescue of expired leases and retention (``core/maintenance.py``)
+
+Every loop survives database outages: failures are retried with backoff, logged once per
+outage (``core/backoff.py``), and leases fence whatever a stalled worker writes too late.
 """
 
 from __future__ import annotations
@@ -27,18 +31,22 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 from uuid import UUID, uuid4
 
-from pgqueuer.backends.protocol import (
-    CANCEL_NOTICE,
-    WAKE_PREFIX,
-    QueueBackend,
-    Subscription,
+from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, QueueBackend
+from pgqueuer.config import (
+    DEFAULT_MAX_CRASHES,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETENTION,
+    DEFAULT_SHUTDOWN_GRACE,
+    WorkerSettings,
 )
-from pgqueuer.config import DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, WorkerSettings
+from pgqueuer.core.backoff import Backoff, OutageLog
 from pgqueuer.core.executors import (
     AbstractEntrypointExecutor,
     EntrypointExecutor,
     EntrypointExecutorParameters,
 )
+from pgqueuer.core.listener import ListenerSupervisor
+from pgqueuer.core.maintenance import Maintenance
 from pgqueuer.core.outcomes import OutcomeWriter, error_info, result_to_json
 from pgqueuer.core.retry import NO_RETRY, RetryPolicy
 from pgqueuer.errors import (
@@ -49,6 +57,7 @@ from pgqueuer.errors import (
     PayloadError,
     RetryRequested,
 )
+from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
     CancellationScope,
     Context,
@@ -72,6 +81,11 @@ def _seconds(value: timedelta | float | None) -> float | None:
     if value is None:
         return None
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _required_seconds(value: timedelta | float) -> float:
+    # Anything but a timedelta goes through as given: WorkerSettings names a bad value.
+    return value.total_seconds() if isinstance(value, timedelta) else value
 
 
 def backend_of(source: object) -> QueueBackend:
@@ -312,6 +326,40 @@ class QueueManager:
         return self.job_context[job_id]
 
     # ---- running ------------------------------------------------------------------------
+    @staticmethod
+    def _settings(
+        *,
+        dequeue_timeout: timedelta | float,
+        batch_size: int,
+        max_concurrent_tasks: int | None,
+        heartbeat_timeout: timedelta | float,
+        poll_interval: timedelta | float | None,
+        heartbeat_interval: timedelta | float | None,
+        shutdown_grace: timedelta | float,
+        max_crashes: int,
+        retention: timedelta | float | None,
+    ) -> WorkerSettings:
+        if poll_interval is None:
+            # 1.x's dequeue_timeout was the longest idle wait; never poll less often than 1 s.
+            waited = _seconds(dequeue_timeout)
+            poll = min(waited, DEFAULT_POLL_INTERVAL) if waited else DEFAULT_POLL_INTERVAL
+        else:
+            poll = _required_seconds(poll_interval)
+        if max_concurrent_tasks is None:
+            capacity = max(2 * batch_size, 20) if isinstance(batch_size, int) else 20
+        else:
+            capacity = max_concurrent_tasks
+        return WorkerSettings(
+            batch_size=batch_size,
+            max_concurrent_tasks=capacity,
+            poll_interval=poll,
+            heartbeat_timeout=_required_seconds(heartbeat_timeout),
+            heartbeat_interval=_seconds(heartbeat_interval),
+            shutdown_grace=_required_seconds(shutdown_grace),
+            max_crashes=max_crashes,
+            retention=_seconds(retention),
+        )
+
     async def run(
         self,
         dequeue_timeout: timedelta | float = timedelta(seconds=30),
@@ -328,6 +376,9 @@ class QueueManager:
         heartbeat_interval: timedelta | float | None = None,
         shutdown_grace: timedelta | float = DEFAULT_SHUTDOWN_GRACE,
         handle_signals: bool = False,
+        max_crashes: int = DEFAULT_MAX_CRASHES,
+        retention: timedelta | float | None = DEFAULT_RETENTION,
+        settings: WorkerSettings | None = None,
     ) -> None:
         """Claim and run jobs until stopped.
 
@@ -337,23 +388,25 @@ class QueueManager:
         (or SIGINT/SIGTERM with ``handle_signals``) stops claiming and gives running jobs
         ``shutdown_grace`` seconds before they are released; a second signal releases at
         once. Errors of the worker itself (not of handlers) propagate to the caller.
+
+        ``max_crashes``: lease expiries in a row after which a job is failed as poison
+        ("worker crashed N times"). ``retention``: finished jobs older than this are
+        deleted in small batches (``None`` keeps them forever). ``settings`` replaces every
+        tuning argument with a ready :class:`~pgqueuer.config.WorkerSettings`.
         """
         del log_aggregation_interval  # accepted for 1.x compatibility; nothing to aggregate
-        poll = _seconds(poll_interval) or min(
-            _seconds(dequeue_timeout) or DEFAULT_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
-        )
-        if max_concurrent_tasks is None:
-            capacity = max(2 * batch_size, 20) if isinstance(batch_size, int) else 20
-        else:
-            capacity = max_concurrent_tasks
-        settings = WorkerSettings(
-            batch_size=batch_size,
-            max_concurrent_tasks=capacity,
-            poll_interval=poll,
-            heartbeat_timeout=_seconds(heartbeat_timeout) or 0.0,
-            heartbeat_interval=_seconds(heartbeat_interval),
-            shutdown_grace=_seconds(shutdown_grace) or 0.0,
-        )
+        if settings is None:
+            settings = self._settings(
+                dequeue_timeout=dequeue_timeout,
+                batch_size=batch_size,
+                max_concurrent_tasks=max_concurrent_tasks,
+                heartbeat_timeout=heartbeat_timeout,
+                poll_interval=poll_interval,
+                heartbeat_interval=heartbeat_interval,
+                shutdown_grace=shutdown_grace,
+                max_crashes=max_crashes,
+                retention=retention,
+            )
         deadline = _seconds(timeout)
         if deadline is not None and deadline < 0:
             raise ConfigurationError(f"timeout must be >= 0 seconds, got {timeout!r}")
@@ -426,8 +479,25 @@ class WorkerRun:
         self.force_stop = asyncio.Event()
         self.stopping = False
         self.signals = 0
-        self.writer = OutcomeWriter(self.backend, on_written=self._on_written)
+        self.outage = OutageLog(logger)
+        self.writer = OutcomeWriter(
+            self.backend,
+            on_written=self._on_written,
+            outage=self.outage,
+            backoff_max=settings.reconnect_backoff_max,
+        )
         self.capacity = settings.max_concurrent_tasks or settings.batch_size
+        self.listener = ListenerSupervisor(
+            self.backend,
+            self._on_notification,
+            on_restored=self.wake.set,
+            poll_interval=settings.poll_interval,
+            probe_timeout=settings.listener_probe_timeout,
+            health_interval=settings.listener_health_interval,
+            backoff_max=settings.reconnect_backoff_max,
+            fail_fast=shutdown_on_listener_failure,
+        )
+        self.maintenance = Maintenance(self.backend, settings, self.outage, self.wake.set)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def on_signal(self) -> None:
@@ -436,15 +506,20 @@ class WorkerRun:
             logger.info("stop requested: finishing running jobs (signal again to stop now)")
             self.manager.shutdown.set()
         else:
+            logger.warning("stopping at once: running jobs are released back to the queue")
             self.force_stop.set()
 
     async def execute(self) -> None:
-        subscription = await self._subscribe()
         loops = [
             asyncio.create_task(self.writer.run(), name="pgqueuer-outcomes"),
             asyncio.create_task(self._heartbeat_loop(), name="pgqueuer-heartbeat"),
-            asyncio.create_task(self._rescue_loop(), name="pgqueuer-rescue"),
+            asyncio.create_task(self.maintenance.rescue_loop(), name="pgqueuer-rescue"),
+            asyncio.create_task(self.listener.run(), name="pgqueuer-listener"),
         ]
+        if self.settings.retention is not None and not self.once:
+            loops.append(
+                asyncio.create_task(self.maintenance.prune_loop(), name="pgqueuer-retention")
+            )
         claim = asyncio.create_task(self._claim_loop(), name="pgqueuer-claim")
         stop = asyncio.create_task(self._wait_for_stop(), name="pgqueuer-stop")
         failure: BaseException | None = None
@@ -457,20 +532,18 @@ class WorkerRun:
             self.wake.set()
             self.slot_freed.set()
             if not claim.done():
+                # A claim in flight may still hand us jobs; they are run (or released) below.
                 with contextlib.suppress(Exception):
                     await claim
             deadline_hit = stop.done() and not self.manager.shutdown.is_set()
             grace = 0.0 if failure or deadline_hit else self.settings.shutdown_grace
             await self._finish_running(grace)
-            if not any(t.done() for t in loops):
+            if not loops[0].done():  # the outcome writer is alive: let it finish its work
                 await self._flush(timeout=max(self.settings.heartbeat_timeout, 5.0))
         finally:
             for task in (*loops, stop, claim):
                 task.cancel()
             await asyncio.gather(*loops, stop, claim, return_exceptions=True)
-            if subscription is not None:
-                with contextlib.suppress(Exception):
-                    await subscription.close()
             self.manager.job_context.clear()
         if failure is not None:
             raise failure
@@ -497,9 +570,17 @@ class WorkerRun:
                 )
         finally:
             force.cancel()
-        for job_id, (_, _task) in list(self.running.items()):
+        if self.running:
+            logger.warning(
+                "releasing %d running jobs back to the queue: %s",
+                len(self.running),
+                sorted(self.running)[:20],
+            )
+        for job_id in list(self.running):
             self._stop_job(job_id, "release")
         if self.running:
+            # Handlers that swallow the cancellation are given a moment, then left behind:
+            # their leases expire and the jobs are rescued elsewhere.
             await asyncio.wait([task for _, task in self.running.values()], timeout=5.0)
 
     async def _flush(self, timeout: float) -> None:
@@ -513,17 +594,6 @@ class WorkerRun:
                 self.writer.pending,
             )
 
-    async def _subscribe(self) -> Subscription | None:
-        try:
-            return await self.backend.listen(self._on_notification)
-        except DatabaseUnavailableError:
-            raise
-        except Exception as exc:
-            if self.shutdown_on_listener_failure:
-                raise
-            logger.warning("LISTEN is not available (%s); falling back to polling", exc)
-            return None
-
     def _on_notification(self, payload: str) -> None:
         if payload.startswith(WAKE_PREFIX):
             if payload[len(WAKE_PREFIX) :] in self.registrations:
@@ -533,7 +603,7 @@ class WorkerRun:
 
     # ---- claiming -----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(maximum=self.settings.reconnect_backoff_max)
         while not self.stopping:
             room = self.capacity - len(self.running)
             if room <= 0:
@@ -557,11 +627,13 @@ class WorkerRun:
                     else []
                 )
             except DatabaseUnavailableError as exc:
-                logger.warning("claim failed, database unavailable (%s); retrying", exc)
-                await self._sleep_unless_stopping(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self.outage.failed("claim", exc)
+                await self._sleep_unless_stopping(backoff.next_delay())
                 continue
-            backoff = 0.1
+            self.outage.succeeded()
+            backoff.reset()
+            if jobs:
+                faultpoint("claim_after_commit")
             for job in jobs:
                 self._start(job)
             if jobs and len(jobs) == want:
@@ -603,6 +675,7 @@ class WorkerRun:
         try:
             outcome = await self._execute(job, context)
             if outcome is not None:
+                faultpoint("handler_after_return")
                 self.writer.add(outcome)
         finally:
             self.manager.job_context.pop(job.id, None)
@@ -633,6 +706,9 @@ class WorkerRun:
             if timer.expired():
                 deadline = JobTimeout(f"job {job.id} ran longer than its timeout of {limit}s")
                 deadline.__cause__ = exc
+                logger.warning(
+                    "job %s (%s) timed out after %gs", job.id, job.entrypoint, limit or 0
+                )
                 return self._failure(job, registration, deadline)
             return self._failure(job, registration, exc)
         except Exception as exc:
@@ -653,6 +729,8 @@ class WorkerRun:
             return Outcome(job.id, job.lease, "canceled", error=error_info(error))
         if reason == "lost":
             return None  # another worker owns it now; our write would be fenced anyway
+        # Released at shutdown: back to the queue at once. The attempt stays counted, so a
+        # job that keeps outliving the grace period still runs out of attempts.
         return Outcome(
             job.id,
             job.lease,
@@ -691,17 +769,28 @@ class WorkerRun:
             if context is not None:
                 context.cancellation.cancel_called = True
             task.cancel()
-        logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
+        if reason == "lost":
+            logger.warning(
+                "job %s (%s): lease lost (rescued and given to another worker while this one "
+                "was stalled or cut off); stopping its handler",
+                job_id,
+                job.entrypoint,
+            )
+        else:
+            logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
 
     def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
         for outcome in outcomes:
             if outcome.job_id not in accepted:
                 logger.warning(
-                    "outcome of job %s discarded: its lease was taken over by another worker",
+                    "outcome of job %s (%s) rejected: its lease %s is no longer current (the "
+                    "job was rescued and re-claimed, or cancelled)",
                     outcome.job_id,
+                    outcome.status,
+                    outcome.lease,
                 )
 
-    # ---- heartbeats and rescue ----------------------------------------------------------
+    # ---- heartbeats ---------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.effective_heartbeat_interval
         while True:
@@ -713,7 +802,7 @@ class WorkerRun:
             try:
                 report = await self.backend.heartbeat(leases, self.settings.heartbeat_timeout)
             except DatabaseUnavailableError as exc:
-                logger.warning("heartbeat failed, database unavailable (%s)", exc)
+                self.outage.failed("heartbeat", exc)
                 continue
             for lease in leases:
                 # A job still in `running` has not handed its outcome to the writer yet (that
@@ -722,26 +811,3 @@ class WorkerRun:
                     self._stop_job(lease.job_id, "lost")
             for job_id in report.cancel_requested:
                 self._stop_job(job_id, "cancel")
-
-    async def _rescue_loop(self) -> None:
-        interval = max(self.settings.effective_heartbeat_interval, 0.05)
-        while True:
-            try:
-                report = await self.backend.rescue_expired(self.settings.max_crashes)
-            except DatabaseUnavailableError as exc:
-                logger.warning("lease rescue failed, database unavailable (%s)", exc)
-            else:
-                if report.requeued:
-                    logger.warning(
-                        "re-queued %d jobs whose worker stopped heartbeating: %s",
-                        len(report.requeued),
-                        report.requeued[:20],
-                    )
-                    self.wake.set()
-                if report.poisoned:
-                    logger.error(
-                        "failed %d jobs that crashed their worker too often: %s",
-                        len(report.poisoned),
-                        report.poisoned[:20],
-                    )
-            await asyncio.sleep(interval)

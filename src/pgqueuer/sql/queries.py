@@ -193,6 +193,8 @@ RETURNING j.id, j.cancel_requested
 # A picked job whose lease expired lost its worker. It goes back to the queue with a new
 # lease (fencing the lost worker out), unless it was asked to cancel, or it has now taken
 # down `$1` workers in a row: then it ends, so one poison job cannot crash the whole fleet.
+# Requeued jobs wake the workers of their entrypoint at once ($2 is the channel), so an
+# orphan restarts within one rescue interval of its lease expiring, not a poll later.
 RESCUE_EXPIRED: Final = """
 WITH expired AS (
     SELECT id FROM {jobs}
@@ -200,25 +202,32 @@ WITH expired AS (
     ORDER BY id
     LIMIT 1000
     FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE {jobs} j
+    SET crashes = j.crashes + 1, lease = j.lease + 1,
+        status = CASE WHEN j.cancel_requested THEN 'canceled'
+                      WHEN j.crashes + 1 >= $1::integer THEN 'exception'
+                      ELSE 'queued' END,
+        error = CASE WHEN NOT j.cancel_requested AND j.crashes + 1 >= $1::integer
+                     THEN jsonb_build_object(
+                         'type', 'WorkerCrashed',
+                         'message', format('worker crashed %s times', j.crashes + 1),
+                         'traceback', '')
+                     ELSE j.error END,
+        finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= $1::integer
+                           THEN now() ELSE NULL END,
+        queue_manager_id = NULL, lease_expires_at = NULL, cancel_requested = false,
+        updated = now()
+    FROM expired e
+    WHERE j.id = e.id
+    RETURNING j.id, j.status, j.entrypoint
+),
+woken AS (
+    SELECT count(pg_notify($2::text, 'w:' || r.entrypoint)) AS n
+    FROM (SELECT DISTINCT entrypoint FROM rescued WHERE status = 'queued') r
 )
-UPDATE {jobs} j
-SET crashes = j.crashes + 1, lease = j.lease + 1,
-    status = CASE WHEN j.cancel_requested THEN 'canceled'
-                  WHEN j.crashes + 1 >= $1::integer THEN 'exception'
-                  ELSE 'queued' END,
-    error = CASE WHEN NOT j.cancel_requested AND j.crashes + 1 >= $1::integer
-                 THEN jsonb_build_object(
-                     'type', 'WorkerCrashed',
-                     'message', format('worker crashed %s times', j.crashes + 1),
-                     'traceback', '')
-                 ELSE j.error END,
-    finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= $1::integer
-                       THEN now() ELSE NULL END,
-    queue_manager_id = NULL, lease_expires_at = NULL, cancel_requested = false,
-    updated = now()
-FROM expired e
-WHERE j.id = e.id
-RETURNING j.id, j.status
+SELECT r.id, r.status, (SELECT n FROM woken) AS woken FROM rescued r
 """
 
 # ---- readers and administration -----------------------------------------------------------
@@ -288,13 +297,20 @@ woken AS (
 SELECT m.id, (SELECT n FROM woken) AS woken FROM moved m
 """
 
+# Retention: finished jobs older than $1 seconds, oldest first, at most $2 per statement
+# (callers loop), skipping rows another pruner holds, so each statement is short.
 PRUNE: Final = """
-DELETE FROM {jobs} WHERE id IN (
+WITH doomed AS (
     SELECT id FROM {jobs}
     WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => $1::float8)
     ORDER BY finished_at
     LIMIT $2::integer
+    FOR UPDATE SKIP LOCKED
+),
+deleted AS (
+    DELETE FROM {jobs} j USING doomed d WHERE j.id = d.id RETURNING j.id
 )
+SELECT count(*)::integer AS deleted FROM deleted
 """
 
 LOG_STATISTICS: Final = """

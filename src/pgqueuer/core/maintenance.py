@@ -1,0 +1,99 @@
+"""Housekeeping that every worker does: rescuing orphaned jobs, pruning old ones.
+
+Rescue
+    Every heartbeat interval, picked jobs whose lease expired (their worker died, stalled
+    or lost the database for longer than ``heartbeat_timeout``) are put back in the queue
+    with a new lease, or failed as poison after ``max_crashes`` expiries in a row. The
+    statement wakes the workers of each requeued entrypoint, so an orphan restarts within
+    about one heartbeat interval of its lease running out. Many workers can rescue at once:
+    rows are taken with ``SKIP LOCKED``.
+
+Retention
+    Every ``prune_interval`` (jittered), finished jobs (completed, failed, cancelled) whose
+    ``finished_at`` is older than ``retention`` are deleted, ``prune_batch_size`` rows per
+    statement until fewer are left, so the jobs table stays bounded and each statement stays
+    short. ``retention=None`` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.config import WorkerSettings
+from pgqueuer.core.backoff import OutageLog
+from pgqueuer.errors import DatabaseUnavailableError
+
+logger = logging.getLogger("pgqueuer.worker")
+
+
+class Maintenance:
+    def __init__(
+        self,
+        backend: QueueBackend,
+        settings: WorkerSettings,
+        outage: OutageLog,
+        wake: Callable[[], None],
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.outage = outage
+        self.wake = wake
+        self.rng = random.Random()  # noqa: S311 - jitter, not secrets
+
+    async def rescue_loop(self) -> None:
+        interval = max(self.settings.effective_heartbeat_interval, 0.05)
+        while True:
+            try:
+                report = await self.backend.rescue_expired(self.settings.max_crashes)
+            except DatabaseUnavailableError as exc:
+                self.outage.failed("lease rescue", exc)
+            else:
+                if report.requeued:
+                    logger.warning(
+                        "re-queued %d jobs whose worker stopped heartbeating: %s",
+                        len(report.requeued),
+                        report.requeued[:20],
+                    )
+                    self.wake()
+                if report.poisoned:
+                    logger.error(
+                        "ended %d jobs whose lease expired for good (crashed their worker "
+                        "too often, or were cancelled): %s",
+                        len(report.poisoned),
+                        report.poisoned[:20],
+                    )
+            await asyncio.sleep(interval)
+
+    async def prune_once(self) -> int:
+        """One retention pass: delete in batches until a batch comes back short."""
+        retention = self.settings.retention
+        if retention is None:
+            return 0
+        batch = self.settings.prune_batch_size
+        total = 0
+        while True:
+            deleted = await self.backend.prune(retention, batch)
+            total += deleted
+            if deleted < batch:
+                return total
+            await asyncio.sleep(0)  # let the worker's other loops run between batches
+
+    async def prune_loop(self) -> None:
+        interval = self.settings.prune_interval
+        while True:
+            await asyncio.sleep(interval * (0.5 + self.rng.random()))
+            try:
+                deleted = await self.prune_once()
+            except DatabaseUnavailableError as exc:
+                self.outage.failed("retention", exc)
+                continue
+            if deleted:
+                logger.info(
+                    "retention: deleted %d jobs finished more than %gs ago",
+                    deleted,
+                    self.settings.retention,
+                )
