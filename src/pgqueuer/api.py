@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.backends.resolve import resolve_backend
-from pgqueuer.config import DatabaseNames
+from pgqueuer.config import DEFAULT_MAX_CRASHES, DEFAULT_RETENTION, DatabaseNames
 from pgqueuer.core.executors import AbstractEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.core.scheduler import (
@@ -332,6 +332,9 @@ class PgQueuer:
         poll_interval: timedelta | float | None = None,
         shutdown_grace: timedelta | float = 30.0,
         handle_signals: bool = True,
+        heartbeat_interval: timedelta | float | None = None,
+        max_crashes: int = DEFAULT_MAX_CRASHES,
+        retention: timedelta | float | None = DEFAULT_RETENTION,
     ) -> None:
         """Run the worker, and the scheduler when schedules are registered.
 
@@ -340,6 +343,8 @@ class PgQueuer:
         ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
         ``shutdown_grace`` seconds; a second signal stops at once). Failures of the worker or
         scheduler themselves propagate; handler errors become job outcomes.
+        ``heartbeat_interval``, ``max_crashes`` and ``retention`` are described in
+        ``docs/reliability.md`` (see :meth:`QueueManager.run`).
         """
         drain = once or mode == QueueExecutionMode.drain
         worker = self.qm.run(
@@ -355,6 +360,9 @@ class PgQueuer:
             poll_interval=poll_interval,
             shutdown_grace=shutdown_grace,
             handle_signals=handle_signals,
+            heartbeat_interval=heartbeat_interval,
+            max_crashes=max_crashes,
+            retention=retention,
         )
         if not self.sm.registry:
             await worker
