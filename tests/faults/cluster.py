@@ -12,6 +12,7 @@ password authentication with a canary password, so S4 can look for it in every o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -109,9 +110,7 @@ class Cluster:
         return f"-p {self.port} " + " ".join(f"-c {k}={v}" for k, v in settings.items())
 
     def init(self) -> None:
-        self._run(
-            "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"
-        )
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         hba = self.datadir / "pg_hba.conf"
         hba.write_text(
             "local all all trust\n"
@@ -152,10 +151,8 @@ class Cluster:
 
     def destroy(self) -> None:
         if self.is_running():
-            try:
+            with contextlib.suppress(subprocess.SubprocessError):
                 self.stop("immediate")
-            except subprocess.SubprocessError:
-                pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 

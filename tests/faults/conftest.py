@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.faults.cluster import Cluster, create_cluster
 from tests.faults.harness import FaultEnv, close_env, open_env
 

@@ -90,15 +90,21 @@ async def main(args: argparse.Namespace) -> None:
 
     forwarder = asyncio.create_task(forward_early_stop())
 
+    def duration(job: Job) -> float:
+        payload = job.json_payload() or {}
+        if job.attempts == 1 and "first_sleep" in payload:
+            return float(payload["first_sleep"])
+        return float(payload.get("sleep", 0))
+
     async def work(job: Job) -> int:
         await ledger.write(job.id, job.attempts, "start")
-        await asyncio.sleep(float((job.json_payload() or {}).get("sleep", 0)))
+        await asyncio.sleep(duration(job))
         await ledger.write(job.id, job.attempts, "done")
         return PID
 
     def sync_work(job: Job) -> int:
         asyncio.run_coroutine_threadsafe(ledger.write(job.id, job.attempts, "start"), loop).result()
-        time.sleep(float((job.json_payload() or {}).get("sleep", 0)))
+        time.sleep(duration(job))
         asyncio.run_coroutine_threadsafe(ledger.write(job.id, job.attempts, "done"), loop).result()
         return PID
 
@@ -107,9 +113,7 @@ async def main(args: argparse.Namespace) -> None:
         driver = getattr(pg.backend, "connector", None)
         assert isinstance(driver, AsyncpgPoolDriver)
         async with driver.pool.acquire() as connection:
-            await connection.execute(
-                "SELECT pg_sleep($1)", float((job.json_payload() or {}).get("sleep", 0))
-            )
+            await connection.execute("SELECT pg_sleep($1)", duration(job))
         await ledger.write(job.id, job.attempts, "done")
         return PID
 
@@ -133,13 +137,19 @@ async def main(args: argparse.Namespace) -> None:
     retry = RetryPolicy(
         max_attempts=args.retry_attempts, initial_delay=0.2, max_delay=1.0, jitter=True
     )
-    pg.worker.register_task(work, name="work")
-    pg.worker.register_task(sync_work, name="sync_work")
-    pg.worker.register_task(pool_work, name="pool_work")
-    pg.worker.register_task(crash, name="crash")
-    pg.worker.register_task(fail, name="fail", retry=retry, on_failure="hold")
-    pg.worker.register_task(hang, name="hang", timeout=args.job_timeout)
-    pg.worker.register_task(other, name="other", concurrency_limit=args.other_limit)
+    handlers: dict[str, Any] = {
+        "work": (work, {}),
+        "sync_work": (sync_work, {}),
+        "pool_work": (pool_work, {}),
+        "crash": (crash, {}),
+        "fail": (fail, {"retry": retry, "on_failure": "hold"}),
+        "hang": (hang, {"timeout": args.job_timeout}),
+        "other": (other, {"concurrency_limit": args.other_limit}),
+    }
+    wanted = args.entrypoints.split(",") if args.entrypoints else list(handlers)
+    for name in wanted:
+        func, options = handlers[name]
+        pg.worker.register_task(func, name=name, **options)
     try:
         await pg.run(
             batch_size=args.batch,
@@ -175,4 +185,5 @@ if __name__ == "__main__":
     parser.add_argument("--retry-attempts", type=int, default=3)
     parser.add_argument("--job-timeout", type=float, default=2.0)
     parser.add_argument("--other-limit", type=int, default=0)
+    parser.add_argument("--entrypoints", default="", help="comma-separated; default: all")
     asyncio.run(main(parser.parse_args()))

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from tests.faults.cluster import CANARY_PASSWORD, Cluster
 
 from pgqueuer.backends.asyncpg_driver import AsyncpgDriver
 from pgqueuer.backends.sql import SqlBackend
 from pgqueuer.models import NewJob
-from tests.faults.cluster import CANARY_PASSWORD, Cluster
 
 H = 1.0
 T = 10.0

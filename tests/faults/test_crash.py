@@ -9,8 +9,7 @@ import signal
 import time
 
 import pytest
-
-from tests.faults.harness import H, P, T, FaultEnv, Kill, orphan_restarts, report
+from tests.faults.harness import FaultEnv, H, Kill, P, T, orphan_restarts, report
 
 
 def sleeps(count: int, low: float, high: float, seed: int = 7) -> list[bytes]:
@@ -101,8 +100,9 @@ async def test_r3_kill_at_fault_points(faults: FaultEnv, point: str) -> None:
         "work", [])  # fmt: skip
     ids = await faults.enqueue(entrypoint, [json.dumps({"sleep": 0}).encode()] * kills)
     armed = [
-        faults.spawn("--concurrency", "1", "--batch", "1", *extra, faultpoints=point,
-                     expected_exit=True)  # fmt: skip
+        faults.spawn(
+            "--concurrency", "1", "--batch", "1", *extra, faultpoints=point, expected_exit=True
+        )
         for _ in range(kills)
     ]
     deadline = time.monotonic() + 120
@@ -160,4 +160,3 @@ async def test_r3_kill_at_fault_points(faults: FaultEnv, point: str) -> None:
     del healthy
     await faults.stop_workers()
     await faults.assert_invariants()
-
