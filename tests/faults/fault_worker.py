@@ -52,15 +52,18 @@ class Ledger:
                     self.pool = await asyncpg.create_pool(
                         self.dsn, min_size=1, max_size=4, timeout=5, command_timeout=5
                     )
-                await self.pool.execute(
-                    "INSERT INTO ledger (job_id, attempt, pid, event) VALUES ($1, $2, $3, $4)",
-                    job_id,
-                    attempt,
-                    PID,
-                    event,
-                )
+                # A timeout on acquire also bounds the release: asyncpg otherwise waits
+                # forever for a connection stuck cancelling a query across a restart.
+                async with self.pool.acquire(timeout=5) as connection:
+                    await connection.execute(
+                        "INSERT INTO ledger (job_id, attempt, pid, event) VALUES ($1, $2, $3, $4)",
+                        job_id,
+                        attempt,
+                        PID,
+                        event,
+                    )
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except Exception:  # the ledger must outlive every fault the test injects
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(delay)
@@ -79,6 +82,22 @@ async def main(args: argparse.Namespace) -> None:
     # Until pg.run() installs its own handlers, a SIGTERM means "stop as soon as you run".
     loop.add_signal_handler(signal.SIGTERM, early_stop.set)
     print(f"fault worker {PID} started", file=sys.stderr, flush=True)
+
+    def dump_tasks() -> None:  # SIGUSR1: where is every task waiting? (debugging hangs)
+        for task in asyncio.all_tasks():
+            print(f"--- task {task.get_name()}", file=sys.stderr)
+            coro: Any = task.get_coro()
+            while coro is not None:
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+                if frame is not None:
+                    print(
+                        f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}",
+                        file=sys.stderr,
+                    )
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+        sys.stderr.flush()
+
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     pg = await PgQueuer.from_asyncpg_url(
         args.dsn, pool_size=args.pool_size, command_timeout=args.command_timeout
     )
@@ -112,7 +131,7 @@ async def main(args: argparse.Namespace) -> None:
         await ledger.write(job.id, job.attempts, "start")
         driver = getattr(pg.backend, "connector", None)
         assert isinstance(driver, AsyncpgPoolDriver)
-        async with driver.pool.acquire() as connection:
+        async with driver.pool.acquire(timeout=60) as connection:
             await connection.execute("SELECT pg_sleep($1)", duration(job))
         await ledger.write(job.id, job.attempts, "done")
         return PID

@@ -58,6 +58,9 @@ _UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
     asyncpg.exceptions.TransactionRollbackError,  # 40001/40P01: serialization, deadlock
+    # Seen on pool connections caught mid-cancellation by a server restart ("cannot switch
+    # to state 12; another operation is in progress"): the pool drops such a connection.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -71,7 +74,9 @@ def is_unavailable(exc: BaseException) -> bool:
     """
     if isinstance(exc, _UNAVAILABLE):
         return True
-    return isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc)
+    return isinstance(exc, asyncpg.exceptions.InterfaceError) and (
+        "closed" in str(exc) or "another operation is in progress" in str(exc)
+    )
 
 
 @asynccontextmanager
