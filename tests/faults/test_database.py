@@ -65,7 +65,7 @@ async def test_r7_r8_postgres_restart_and_crash(restart_faults: FaultEnv, mode: 
         ready_at = await faults.admin.fetchval("SELECT clock_timestamp()")
         for worker in workers:
 
-            async def resumed(pid: int = worker.pid) -> bool:
+            async def resumed(pid: int = worker.pid, ready_at: object = ready_at) -> bool:
                 return bool(
                     await faults.count(
                         "SELECT count(*) FROM ledger WHERE pid = $1 AND event = 'done' AND at > $2",
@@ -210,7 +210,8 @@ async def test_r11_silent_stall(faults: FaultEnv) -> None:
                 == 4
             )
 
-        rescue_after = await wait_until(rescued, T + P + 10, "the healthy worker to rescue")
+        await wait_until(rescued, T + P + 10, "the healthy worker to rescue")
+        rescue_after = time.monotonic() - stall_began
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stall_began)))
         proxy.forward()
         later = await faults.enqueue("work", [json.dumps({"sleep": 0}).encode()] * 20)
