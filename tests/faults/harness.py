@@ -79,6 +79,7 @@ class WorkerProc:
     process: subprocess.Popen[bytes]
     log: Path
     expected_exit: bool = False
+    stopped: bool = False  # asked to stop by the test (SIGTERM)
 
     @property
     def pid(self) -> int:
@@ -218,7 +219,8 @@ class FaultEnv:
 
         async def finished() -> bool:
             for worker in self.workers:
-                if not worker.expected_exit and worker.process.poll() is not None:
+                exited = worker.process.poll() is not None
+                if exited and not worker.expected_exit and not worker.stopped:
                     raise AssertionError(
                         f"worker {worker.pid} died ({worker.process.returncode}):\n"
                         + worker.output()[-3000:]
@@ -276,6 +278,16 @@ class FaultEnv:
             if not worker.expected_exit:
                 ours = unexpected_tracebacks(text)
                 assert not ours, f"traceback in worker {worker.pid}:\n{ours[0][-4000:]}"
+
+    async def stop_workers_matching(self, *workers: WorkerProc, timeout: float = 30.0) -> None:
+        """SIGTERM these workers and check they exit cleanly."""
+        for worker in workers:
+            await worker.started()
+            worker.stopped = True
+            worker.signal(signal.SIGTERM)
+        for worker in workers:
+            code = await worker.wait(timeout)
+            assert code == 0, f"worker {worker.pid} exited {code}:\n{worker.output()[-3000:]}"
 
     async def stop_workers(self, timeout: float = 30.0) -> None:
         for worker in self.workers:

@@ -212,6 +212,8 @@ async def test_r11_silent_stall(faults: FaultEnv) -> None:
 
         await wait_until(rescued, T + P + 10, "the healthy worker to rescue")
         rescue_after = time.monotonic() - stall_began
+        await faults.wait_all_done(timeout=T + 30, ids=first)  # the rescued runs finish
+        await faults.stop_workers_matching(healthy)  # from now on only the stalled one works
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stall_began)))
         proxy.forward()
         later = await faults.enqueue("work", [json.dumps({"sleep": 0}).encode()] * 20)
