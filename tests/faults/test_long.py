@@ -59,8 +59,8 @@ async def test_r9_long_outages(restart_faults: FaultEnv) -> None:
     for outage in (60, 180):
         await faults.enqueue("work", [json.dumps({"sleep": 0}).encode()] * 10)
         await faults.wait_all_done(timeout=60)
-        faults.cluster.stop("fast")
         down_at = time.time()
+        faults.cluster.stop("fast")
         error, seconds = await enqueue_during_outage(faults.app_dsn)
         await asyncio.sleep(outage)
         faults.cluster.start()
