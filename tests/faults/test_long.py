@@ -159,7 +159,7 @@ SELECT pg_total_relation_size('pgqueuer') AS bytes,
 async def test_r24_soak(faults: FaultEnv) -> None:
     total = int(os.environ.get("PGQ_SOAK_JOBS", "1000000"))
     options = ("--concurrency", "32", "--batch", "32", "--entrypoints", "noop",
-               "--retention", "60", "--prune-interval", "10")  # fmt: skip
+               "--retention", "30", "--prune-interval", "5")  # fmt: skip
     workers = [faults.spawn(*options) for _ in range(4)]
     for worker in workers:
         await worker.started()
@@ -185,7 +185,7 @@ async def test_r24_soak(faults: FaultEnv) -> None:
             if not rss_start and now - began > 30:
                 rss_start = [rss_kib(w.pid) for w in workers]
             samples.append({"t": now - began, **{k: float(v) for k, v in row.items()}})
-            next_sample += 30
+            next_sample += 15
         done = (
             enqueued >= total
             and await faults.count("SELECT count(*) FROM pgqueuer WHERE finished_at IS NULL") == 0
