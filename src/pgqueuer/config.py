@@ -30,6 +30,7 @@ DEFAULT_RETENTION: Final = 7 * 24 * 3600.0  # finished jobs kept this long (seco
 DEFAULT_PRUNE_INTERVAL: Final = 60.0  # seconds between retention passes of a worker
 DEFAULT_PRUNE_BATCH_SIZE: Final = 1000  # rows per DELETE statement
 DEFAULT_LISTENER_HEALTH_INTERVAL: Final = 10.0  # seconds between LISTEN self-probes
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 10 * 2**20  # larger payloads are refused before sending
 DEFAULT_LISTENER_PROBE_TIMEOUT: Final = 1.0  # a probe not back by then means LISTEN is down
 
 

@@ -8,6 +8,7 @@ Every exception the library raises on purpose derives from :class:`PgqError`
     │   └── CronError                          malformed or never-matching cron expressions
     ├── UnknownTaskError (KeyError)            enqueue of a task name nobody registered
     ├── PayloadError (TypeError)               payload or result that is not JSON
+    │   └── PayloadTooLarge                    payload above max_payload_bytes
     ├── DuplicateJobError                      dedupe key already queued or running
     ├── SchemaError (RuntimeError)             schema missing, too old, or foreign
     ├── DatabaseUnavailableError (ConnectionError)
@@ -65,6 +66,10 @@ class UnknownTaskError(PgqError, KeyError):
 
 class PayloadError(PgqError, TypeError):
     """A payload or result cannot be serialised to JSON."""
+
+
+class PayloadTooLarge(PayloadError):
+    """A payload is larger than the backend's ``max_payload_bytes``. Nothing was written."""
 
 
 class DuplicateJobError(PgqError):

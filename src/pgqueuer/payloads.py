@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pgqueuer.errors import PayloadError
+from pgqueuer.errors import PayloadError, PayloadTooLarge
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
@@ -55,3 +55,20 @@ def encode_payload(payload: Any, task: str) -> bytes | None:
             f"(at {where}, enqueueing task {task!r}); payloads must be JSON values: dicts, "
             "lists, strings, numbers, booleans and None, or raw bytes"
         ) from exc
+
+
+def check_payload_sizes(payloads: Iterable[tuple[str, bytes | None]], limit: int | None) -> None:
+    """Refuse the whole batch if any payload is above ``limit`` bytes (``None``: no limit).
+
+    Checked before anything is sent, so an oversized job costs neither a round trip nor
+    the server's memory, and the batch stays all-or-nothing.
+    """
+    if limit is None:
+        return
+    for position, (entrypoint, payload) in enumerate(payloads):
+        if payload is not None and len(payload) > limit:
+            raise PayloadTooLarge(
+                f"payload of job {position} ({entrypoint!r}) is {len(payload):,} bytes; the "
+                f"limit is {limit:,} bytes (max_payload_bytes). Store large data elsewhere "
+                "and enqueue a reference to it"
+            )

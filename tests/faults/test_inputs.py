@@ -24,8 +24,9 @@ from tests.faults.cluster import CANARY_PASSWORD
 from tests.faults.harness import C, FaultEnv, report
 
 from pgqueuer import PgQueuer
+from pgqueuer.backends.sql import SqlBackend
 from pgqueuer.config import DatabaseNames, WorkerSettings
-from pgqueuer.errors import ConfigurationError, PayloadError, PgqError
+from pgqueuer.errors import ConfigurationError, PayloadError, PayloadTooLarge, PgqError
 
 LONG = os.environ.get("PGQ_FAULTS_LONG") == "1"
 SRC = Path(__file__).resolve().parents[2] / "src" / "pgqueuer"
@@ -80,6 +81,22 @@ async def test_i1_a_bad_item_fails_the_whole_batch(faults: FaultEnv) -> None:
         with pytest.raises(TypeError, match="payload must be bytes"):
             await pg.queries.enqueue(["a", "a", "a"], [b"1", {"no": "dict"}, b"3"], [0, 0, 0])  # type: ignore[list-item]
         assert await faults.count("SELECT count(*) FROM pgqueuer") == 0
+    finally:
+        await pg.close()
+
+
+async def test_i2_oversized_payloads_are_refused_before_sending(faults: FaultEnv) -> None:
+    pg = await PgQueuer.from_asyncpg_url(faults.app_dsn, command_timeout=C)
+    try:
+        assert isinstance(pg.backend, SqlBackend)
+        assert pg.backend.max_payload_bytes == 10 * 2**20
+        assert await pg.enqueue("big", b"x" * 2**20)  # 1 MB is fine
+        for size in (10 * 2**20 + 1, 100 * 2**20):
+            with pytest.raises(PayloadTooLarge, match="10,485,760 bytes"):
+                await pg.enqueue("big", b"x" * size)
+        with pytest.raises(PayloadTooLarge):  # one oversized job refuses the whole batch
+            await pg.queries.enqueue(["big", "big"], [b"ok", b"x" * (11 * 2**20)], [0, 0])
+        assert await faults.count("SELECT count(*) FROM pgqueuer") == 1
     finally:
         await pg.close()
 

@@ -30,6 +30,7 @@ from pgqueuer.backends.protocol import (
     LostCallback,
     NotificationCallback,
 )
+from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
     TERMINAL_STATUSES,
@@ -53,6 +54,7 @@ from pgqueuer.models import (
     result_status,
     tick_payload,
 )
+from pgqueuer.payloads import check_payload_sizes
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 
 
@@ -174,6 +176,8 @@ class _Subscription:
 class MemoryBackend:
     """``QueueBackend`` in memory, for tests and development (one process, no durability)."""
 
+    max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES  # as SqlBackend
+
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
         self._clock = clock or _utc_now
         self._jobs: dict[JobId, _Record] = {}
@@ -287,6 +291,7 @@ class MemoryBackend:
         self._require_schema()
         if not jobs:
             return []
+        check_payload_sizes(((j.entrypoint, j.payload) for j in jobs), self.max_payload_bytes)
         now = self._now()
         # Everything that can fail is decided before the first write, so a refused batch
         # (a "raise" conflict, or a run_at that cannot be compared) leaves no trace.

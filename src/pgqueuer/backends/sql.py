@@ -20,7 +20,7 @@ from pgqueuer.backends.protocol import (
     NotificationCallback,
     Subscription,
 )
-from pgqueuer.config import DatabaseNames
+from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES, DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
@@ -44,6 +44,7 @@ from pgqueuer.models import (
     result_status,
     tick_payload,
 )
+from pgqueuer.payloads import check_payload_sizes
 from pgqueuer.sql.queries import Statements, build_statements
 from pgqueuer.sql.render import migration_templates, render
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
@@ -206,7 +207,13 @@ def schedule_from_row(row: Row) -> Schedule:
 
 
 class SqlBackend:
-    """``QueueBackend`` over PostgreSQL. Owns nothing but what its connector owns."""
+    """``QueueBackend`` over PostgreSQL. Owns nothing but what its connector owns.
+
+    ``max_payload_bytes`` (an attribute, 10 MiB by default, ``None`` for no limit) refuses
+    larger payloads with :class:`~pgqueuer.errors.PayloadTooLarge` before sending them.
+    """
+
+    max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES
 
     def __init__(self, connector: Connector, names: DatabaseNames | None = None) -> None:
         self.connector = connector
@@ -271,6 +278,7 @@ class SqlBackend:
     async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[JobId | None]:
         if not jobs:
             return []
+        check_payload_sizes(((j.entrypoint, j.payload) for j in jobs), self.max_payload_bytes)
         statement, args = self.enqueue_statement(jobs, on_conflict)
         try:
             rows = await self.connector.fetch(statement, *args)
