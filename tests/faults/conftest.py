@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.faults.cluster import Cluster, create_cluster
+from tests.faults.cluster import CANARY_PASSWORD, Cluster, create_cluster
 from tests.faults.harness import FaultEnv, close_env, open_env
 
 LONG = os.environ.get("PGQ_FAULTS_LONG") == "1"
@@ -21,6 +22,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.faults)
             if item.get_closest_marker("long") and not LONG:
                 item.add_marker(pytest.mark.skip(reason="long fault test: PGQ_FAULTS_LONG=1"))
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """S4: every fault test logs at DEBUG in this process too; the canary never shows."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert CANARY_PASSWORD not in caplog.text, "the canary password reached a log record"
 
 
 @pytest.fixture(scope="session")
