@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -187,14 +186,6 @@ def test_time_zone_must_be_a_string() -> None:
 def test_validate_timezone_returns_the_zone() -> None:
     assert validate_timezone("Europe/Oslo") == OSLO
     assert validate_timezone("Etc/GMT+5").key == "Etc/GMT+5"
-
-
-def test_missing_extra_is_reported_when_a_schedule_is_parsed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "cronsim", None)  # makes `import cronsim` fail
-    with pytest.raises(ImportError, match=r"pip install 'pgqueuer\[cron\]'"):
-        CronExpression.parse("* * * * *")
 
 
 def test_explain() -> None:
