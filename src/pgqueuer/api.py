@@ -296,6 +296,7 @@ class PgQueuer:
         grace: timedelta | float = 30.0,
         timeout: timedelta | float | None = None,
         retry: RetryPolicy | None = None,
+        concurrency_limit: int = 0,
     ) -> Callable[[F], F]:
         """Decorator: run the function on a cron ``expression``; see :class:`SchedulerManager`.
 
@@ -315,6 +316,7 @@ class PgQueuer:
             grace=grace,
             timeout=timeout,
             retry=retry,
+            concurrency_limit=concurrency_limit,
         )
 
     async def run(

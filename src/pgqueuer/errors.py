@@ -5,7 +5,8 @@ Every exception the library raises on purpose derives from :class:`PgqError`
 
     PgqError
     ├── ConfigurationError (ValueError)        bad settings, identifiers, prefixes
-    │   └── CronError                          malformed or never-matching cron expressions
+    │   ├── CronError                          malformed or never-matching cron expressions
+    │   └── DuplicateScheduleError (RuntimeError)  a schedule name registered twice
     ├── UnknownTaskError (KeyError)            enqueue of a task name nobody registered
     ├── PayloadError (TypeError)               payload or result that is not JSON
     ├── DuplicateJobError                      dedupe key already queued or running
@@ -40,6 +41,13 @@ class ConfigurationError(PgqError, ValueError):
 
 class CronError(ConfigurationError):
     """A cron expression or time zone is malformed or can never fire."""
+
+
+class DuplicateScheduleError(ConfigurationError, RuntimeError):
+    """A schedule name (or 1.x entrypoint and expression) is registered twice.
+
+    Also a ``RuntimeError``, which is what pgqueuer 1.x raises for the same mistake.
+    """
 
 
 class UnknownTaskError(PgqError, KeyError):

@@ -274,22 +274,36 @@ MissedPolicy = Literal["skip", "latest", "all"]
 SCHEDULE_ENTRYPOINT_PREFIX: Final = "schedule:"
 
 
+def schedule_task(name: str) -> str:
+    """The entrypoint of the jobs a schedule's ticks enqueue: ``schedule:<name>``."""
+    return SCHEDULE_ENTRYPOINT_PREFIX + name
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
-    """A schedule as registered by code: what to store for it."""
+    """A schedule as registered by code: what to store for it.
+
+    ``name`` identifies the schedule (unique); ``entrypoint`` is the pgqueuer 1.x entrypoint
+    it was registered under (the same as the name unless one entrypoint has several
+    expressions), which ``clean_old`` groups by.
+    """
 
     name: str
-    entrypoint: str  # the entrypoint of the job each tick enqueues
+    entrypoint: str
     expression: str
     timezone: str = "UTC"
     missed: MissedPolicy = "skip"
     max_catch_up: int = 100
     grace_seconds: float = 30.0
 
+    @property
+    def task(self) -> str:
+        return schedule_task(self.name)
+
 
 @dataclass(frozen=True, slots=True)
 class ScheduleState:
-    """A stored schedule that is due, as the planner sees it."""
+    """A stored schedule that is due, as the planner sees it: the stored definition."""
 
     id: int
     name: str
@@ -302,6 +316,10 @@ class ScheduleState:
     next_run: datetime
     last_run: datetime | None
 
+    @property
+    def task(self) -> str:
+        return schedule_task(self.name)
+
 
 @dataclass(frozen=True, slots=True)
 class TickPlan:
@@ -313,6 +331,8 @@ class TickPlan:
 
 @dataclass(frozen=True, slots=True)
 class FiredTick:
+    """A tick that became a job: the schedule's name, its fire time and the job's id."""
+
     schedule: str
     fire_at: datetime
     job_id: JobId
@@ -322,7 +342,9 @@ class FiredTick:
 class Schedule:
     """A stored schedule (the pgqueuer 1.x fields plus ours).
 
-    Handlers of a tick receive it with ``fire_at`` set to the tick's scheduled time.
+    Handlers of a tick receive it with ``fire_at`` set to the tick's scheduled time (and
+    ``manual`` when it was started by ``trigger`` rather than by the clock). ``heartbeat`` is
+    when a running scheduler last registered it (``seen_at`` in the table).
     """
 
     id: int
@@ -340,20 +362,36 @@ class Schedule:
     last_job_id: JobId | None = None
     last_status: JOB_STATUS | None = None
     fire_at: datetime | None = None
+    manual: bool = False
+    max_catch_up: int = 100
+    grace_seconds: float = 30.0
 
     @property
     def status(self) -> str:
+        """``paused`` or ``queued`` (the 1.x vocabulary; see ``schedule_state`` for more)."""
         return "paused" if self.paused else "queued"
 
+    @property
+    def task(self) -> str:
+        """The entrypoint of the jobs its ticks enqueue."""
+        return schedule_task(self.name)
 
-def tick_payload(state: ScheduleState, fire_at: datetime) -> bytes:
-    """The payload of the job a tick enqueues (JSON, readable in any tool)."""
+
+def tick_payload(state: ScheduleState, fire_at: datetime, *, manual: bool = False) -> bytes:
+    """The payload of the job a tick enqueues (JSON, readable in any tool).
+
+    It carries the definition the tick fired under, so the handler sees that schedule even
+    if the stored one has changed since.
+    """
     return json.dumps(
         {
             "schedule": state.name,
             "schedule_id": state.id,
+            "entrypoint": state.entrypoint,
             "expression": state.expression,
             "timezone": state.timezone,
+            "missed": state.missed,
             "fire_at": fire_at.isoformat(),
+            "manual": manual,
         }
     ).encode()

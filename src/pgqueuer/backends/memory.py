@@ -181,7 +181,7 @@ class MemoryBackend:
         self._installed_version: int | None = None
         self._listeners: list[NotificationCallback] = []
         self._schedules: dict[str, _ScheduleRecord] = {}
-        self._ticks: set[tuple[int, datetime]] = set()
+        self._ticks: set[tuple[int, datetime]] = set()  # (schedule id, fire time)
         self._next_schedule_id = 1
 
     # ---- helpers ------------------------------------------------------------------------
@@ -684,22 +684,27 @@ class MemoryBackend:
         now = self._now()
         due = [
             record
-            for name in names
+            for name in dict.fromkeys(names)
             if (record := self._schedules.get(name)) is not None
             and not record.paused
             and record.next_run <= now
         ]
         fired: list[FiredTick] = []
-        for record in sorted(due, key=lambda r: r.next_run):
+        for record in sorted(due, key=lambda r: (r.next_run, r.spec.name)):
             fired.extend(await self._fire(record, planner(record.state(), now)))
         return fired
 
-    async def _fire(self, record: _ScheduleRecord, plan: TickPlan) -> list[FiredTick]:
+    async def _fire(
+        self, record: _ScheduleRecord, plan: TickPlan, *, manual: bool = False
+    ) -> list[FiredTick]:
+        # No await before the enqueue below: the check of the tick key and the insert are
+        # one step for every other task on the loop, as the unique key makes them in SQL.
+        now = self._now()
         fresh = sorted(at for at in set(plan.fire_at) if (record.id, at) not in self._ticks)
         fired: list[FiredTick] = []
         if fresh:
             state = record.state()
-            jobs = [NewJob(state.entrypoint, tick_payload(state, at)) for at in fresh]
+            jobs = [NewJob(state.task, tick_payload(state, at, manual=manual)) for at in fresh]
             ids = await self.enqueue(jobs, "raise")
             for at, job_id in zip(fresh, ids, strict=True):
                 assert job_id is not None
@@ -708,7 +713,7 @@ class MemoryBackend:
             record.last_run = fresh[-1]
             record.last_job_id = fired[-1].job_id
         record.next_run = plan.next_run
-        record.updated = self._now()
+        record.updated = now
         return fired
 
     async def next_schedule_run(self, names: Sequence[str]) -> tuple[datetime | None, datetime]:
@@ -717,6 +722,13 @@ class MemoryBackend:
             r.next_run for n in names if (r := self._schedules.get(n)) is not None and not r.paused
         ]
         return (min(runs) if runs else None), self._now()
+
+    async def touch_schedules(self, names: Sequence[str]) -> None:
+        self._require_schema()
+        now = self._now()
+        for name in names:
+            if (record := self._schedules.get(name)) is not None:
+                record.seen_at = now
 
     async def list_schedules(self) -> list[Schedule]:
         self._require_schema()
@@ -741,6 +753,8 @@ class MemoryBackend:
                     heartbeat=record.seen_at,
                     last_job_id=record.last_job_id,
                     last_status=last.status if last else None,
+                    max_catch_up=spec.max_catch_up,
+                    grace_seconds=spec.grace_seconds,
                 )
             )
         return schedules
@@ -754,13 +768,14 @@ class MemoryBackend:
         self._require_schema()
         now = self._now()
         changed = []
-        for name in names:
+        for name in dict.fromkeys(names):
             record = self._schedules.get(name)
             if record is None:
                 continue
+            was_paused = record.paused
             record.paused = paused
             record.updated = now
-            if not paused:
+            if was_paused and not paused:
                 record.next_run = resume_at(record.state(), now)
             changed.append(name)
         return changed
@@ -770,23 +785,33 @@ class MemoryBackend:
         record = self._schedules.get(name)
         if record is None:
             return None
-        fired = await self._fire(record, TickPlan((self._now(),), record.next_run))
+        fired = await self._fire(record, TickPlan((self._now(),), record.next_run), manual=True)
         return fired[0] if fired else None
 
     async def delete_schedules(self, names: Sequence[str]) -> list[str]:
         self._require_schema()
-        removed = [name for name in names if self._schedules.pop(name, None) is not None]
-        live = {r.id for r in self._schedules.values()}
-        self._ticks = {tick for tick in self._ticks if tick[0] in live}
+        removed = [r.spec.name for n in dict.fromkeys(names) if (r := self._schedules.pop(n, None))]
+        if removed:
+            live = {r.id for r in self._schedules.values()}
+            self._ticks = {key for key in self._ticks if key[0] in live}
         return removed
 
-    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
+    async def delete_other_schedules(self, entrypoint: str, keep: Sequence[str]) -> list[str]:
+        self._require_schema()
         doomed = [
             name
-            for name in self._schedules
-            if (name == group or name.startswith(group + " [")) and name not in keep
+            for name, record in self._schedules.items()
+            if record.spec.entrypoint == entrypoint and name not in keep
         ]
         return await self.delete_schedules(doomed)
+
+    async def prune_ticks(self, names: Sequence[str], older_than_seconds: float) -> int:
+        self._require_schema()
+        ids = {r.id for n in names if (r := self._schedules.get(n)) is not None}
+        cutoff = self._now() - timedelta(seconds=older_than_seconds)
+        doomed = {key for key in self._ticks if key[0] in ids and key[1] < cutoff}
+        self._ticks -= doomed
+        return len(doomed)
 
     # ---- notifications ------------------------------------------------------------------
     async def listen(self, callback: NotificationCallback) -> _Subscription:

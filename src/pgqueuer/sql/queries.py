@@ -392,10 +392,12 @@ FOR UPDATE
 """
 )
 
+# Returns whether each schedule was paused before, so that only a real resume moves next_run.
 SET_SCHEDULES_PAUSED: Final = """
-UPDATE {schedules} SET paused = $2::boolean, updated = now()
-WHERE name = ANY($1::text[])
-RETURNING name
+UPDATE {schedules} s SET paused = $2::boolean, updated = now()
+FROM (SELECT id, paused FROM {schedules} WHERE name = ANY($1::text[]) FOR UPDATE) AS before
+WHERE s.id = before.id
+RETURNING s.name, before.paused AS was_paused
 """
 
 # Resuming a paused schedule starts from now: the ticks it slept through are not missed work.
@@ -407,19 +409,24 @@ WHERE {schedules}.name = x.name
 
 DELETE_SCHEDULES: Final = "DELETE FROM {schedules} WHERE name = ANY($1::text[]) RETURNING name"
 
-# clean_old: schedules of one 1.x entrypoint are named "<entrypoint>" or
-# "<entrypoint> [<expression>]"; $2 is the LIKE pattern of the second form, escaped.
+# clean_old: the schedules stored under one 1.x entrypoint that this process no longer has.
 DELETE_OTHER_SCHEDULES: Final = """
 DELETE FROM {schedules}
-WHERE (name = $1::text OR name LIKE $2::text) AND name <> ALL($3::text[])
+WHERE entrypoint = $1::text AND name <> ALL($2::text[])
 RETURNING name
 """
 
+TOUCH_SCHEDULES: Final = "UPDATE {schedules} SET seen_at = now() WHERE name = ANY($1::text[])"
+
+# Per schedule, through the (schedule_id, fire_at) primary key: no scan of other rows.
 PRUNE_TICKS: Final = """
-DELETE FROM {ticks} WHERE ctid IN (
-    SELECT ctid FROM {ticks} WHERE created < now() - make_interval(secs => $1::float8)
-    LIMIT $2::integer
+WITH gone AS (
+    DELETE FROM {ticks}
+    WHERE schedule_id IN (SELECT id FROM {schedules} WHERE name = ANY($1::text[]))
+      AND fire_at < now() - make_interval(secs => $2::float8)
+    RETURNING 1
 )
+SELECT count(*) AS count FROM gone
 """
 
 
@@ -470,6 +477,7 @@ class Statements:
     resume_next_run: str
     delete_schedules: str
     delete_other_schedules: str
+    touch_schedules: str
     prune_ticks: str
 
 
@@ -517,6 +525,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "resume_next_run": RESUME_NEXT_RUN,
     "delete_schedules": DELETE_SCHEDULES,
     "delete_other_schedules": DELETE_OTHER_SCHEDULES,
+    "touch_schedules": TOUCH_SCHEDULES,
     "prune_ticks": PRUNE_TICKS,
 }
 
