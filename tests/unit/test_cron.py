@@ -550,3 +550,31 @@ def test_fire_times_match_brute_force(case: tuple[str, str, datetime]) -> None:
         previous = current
     assert list(cron.fire_times(start, fired[-1])) == fired
     assert Counter(fired).most_common(1)[0][1] == 1
+
+
+# ---- any string at all (reliability plan I4) -------------------------------------------------
+
+CRON_ALPHABET = st.sampled_from(list("0123456789*/,-LW#? @abcdefghijklmnopqrstuvwxyzJANFEBMONSU"))
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.text(CRON_ALPHABET, max_size=40),
+        st.lists(st.text(CRON_ALPHABET, min_size=1, max_size=6), min_size=1, max_size=7).map(
+            " ".join
+        ),
+    ),
+    st.sampled_from(["UTC", "Europe/Oslo", "America/New_York"]),
+)
+def test_any_string_parses_or_raises_cron_error(expression: str, zone: str) -> None:
+    """Only CronError ever escapes; what parses has strictly increasing fire times."""
+    try:
+        cron = CronExpression.parse(expression, zone)
+    except CronError:
+        return
+    start = utc(2026, 3, 28)
+    first = cron.next_after(start)
+    second = cron.next_after(first)
+    assert start < first < second
