@@ -1,14 +1,15 @@
 """A scheduler-and-worker process for the multi-process cron tests.
 
-    python scheduler_process.py DSN NAME=EXPRESSION [NAME=EXPRESSION ...]
+    python scheduler_process.py DSN NAME=EXPRESSION[|OPTION=VALUE...] ...
 
-Registers each schedule with ``@pg.schedule`` and runs ``pg.run()`` (scheduler next to the
-worker) until SIGTERM. The handler of every tick writes one ledger row on a pool of its own
-(not pgqueuer's connections): the schedule and fire time it was handed, its job id, this
-process's id and this process's own clock, so tests can count how often each tick ran and
-see which clock the process had. Twice a second it also notes its clock next to the
-database's in ``cron_clocks``, so a test can see a faked clock even in a process that
-happened to run no tick.
+Registers each schedule with ``@pg.schedule`` (options: ``missed``, ``max_catch_up``,
+``grace``, e.g. ``tick=* * * * * *|missed=all|max_catch_up=3|grace=2``) and runs
+``pg.run()`` (scheduler next to the worker) until SIGTERM. The handler of every tick writes
+one ledger row on a pool of its own (not pgqueuer's connections): the schedule and fire time
+it was handed, its job id, this process's id and this process's own clock, so tests can
+count how often each tick ran and see which clock the process had. Twice a second it also
+notes its clock next to the database's in ``cron_clocks``, so a test can see a faked clock
+even in a process that happened to run no tick.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from pgqueuer import PgQueuer
-from pgqueuer.models import Schedule
+from pgqueuer.models import MissedPolicy, Schedule
+
+POLICIES: dict[str, MissedPolicy] = {"skip": "skip", "latest": "latest", "all": "all"}
 
 LEDGER = """
 INSERT INTO cron_ledger (schedule, fire_at, job_id, pid, process_clock)
@@ -47,8 +50,16 @@ async def main(dsn: str, schedules: list[str], heartbeat_timeout: float) -> None
         )
 
     for item in schedules:
-        name, _, expression = item.partition("=")
-        pg.schedule(name, expression)(record)
+        definition, *options = item.split("|")
+        name, _, expression = definition.partition("=")
+        settings = dict(option.split("=", 1) for option in options)
+        pg.schedule(
+            name,
+            expression,
+            missed=POLICIES[settings.get("missed", "skip")],
+            max_catch_up=int(settings.get("max_catch_up", "100")),
+            grace=float(settings.get("grace", "30")),
+        )(record)
     clock = asyncio.create_task(note_clock(ledger, pid))
     print("ready", flush=True)
     try:

@@ -16,6 +16,9 @@ The default run is CI-sized (seconds). The full acceptance run is behind an envi
 variable: ``PGQ_CRON_SOAK_SECONDS=180`` runs a 1-second and a 1-minute schedule for three
 minutes with a SIGKILL every 20 s.
 
+After an outage of every scheduler, missed ticks follow each schedule's policy (skip,
+latest, all up to max_catch_up), checked to the tick against the restart's database time.
+
 R17 (process clocks): with libfaketime installed (Debian package ``faketime``), two of the
 schedulers run with their process clocks 5 minutes ahead and behind, and one of them is
 then stepped back by 7 minutes while it runs; the ticks still follow database time.
@@ -31,7 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -199,8 +202,8 @@ async def analyse(
         fire_at = datetime.fromisoformat(payload["fire_at"])
         job_of.setdefault((payload["schedule"], fire_at), []).append(row["id"])
         report.worst_delay = max(report.worst_delay, (row["created"] - fire_at).total_seconds())
-    for name, expression in schedules.items():
-        cron = CronExpression.parse(expression)
+    for name, definition in schedules.items():
+        cron = CronExpression.parse(definition.split("|")[0])
         fired = sorted(at for (schedule, at) in job_of if schedule == name)
         assert fired, f"schedule {name} never fired"
         first = fired[0]
@@ -330,3 +333,71 @@ async def test_skewed_process_clocks_do_not_move_the_ticks(
     highs = sorted(float(row["high"]) for row in skews)
     assert lows[0] < -250 and highs[-1] > 250, (lows, highs)
     assert any(float(r["low"]) < -100 and float(r["high"]) > 250 for r in skews), skews
+
+
+async def fire_times_of(
+    connection: asyncpg.Connection, name: str
+) -> list[tuple[datetime, datetime]]:
+    """(fire time, job created) of every job of ``name``'s ticks, by fire time."""
+    rows = await connection.fetch(
+        "SELECT created, convert_from(payload, 'UTF8')::jsonb ->> 'fire_at' AS fire_at "
+        "FROM pgqueuer WHERE entrypoint = $1",
+        f"schedule:{name}",
+    )
+    return sorted((datetime.fromisoformat(r["fire_at"]), r["created"]) for r in rows)
+
+
+@pytest.mark.timeout(120)
+async def test_missed_ticks_after_every_scheduler_was_down(database_url: str) -> None:
+    grace, catch_up = 2.0, 3
+    schedules = {
+        "skipping": f"* * * * * *|grace={grace}",
+        "latest": f"* * * * * *|missed=latest|grace={grace}",
+        "catching_up": f"* * * * * *|missed=all|max_catch_up={catch_up}|grace={grace}",
+    }
+    connection = await asyncpg.connect(database_url)
+    fleet = Fleet(database_url, schedules, [{}])
+    try:
+        await connection.execute(LEDGER_TABLE)
+        await fleet.start_all()
+
+        async def fired(count: int) -> bool:
+            n = await connection.fetchval(
+                "SELECT count(*) FROM pgqueuer WHERE entrypoint = 'schedule:skipping'"
+            )
+            return bool(n >= count)
+
+        await wait_for(lambda: fired(3), 30, "three ticks before the outage")
+        fleet.processes[0].send_signal(signal.SIGKILL)  # the only scheduler: all are down
+        await fleet.processes[0].wait()
+        down: datetime = await connection.fetchval("SELECT now()")
+        await asyncio.sleep(8)  # the outage itself: eight seconds with no scheduler
+        fleet.processes[0] = await fleet.start(0)
+        back: datetime = await connection.fetchval("SELECT now()")
+        await wait_until_fired_and_done(connection, back + timedelta(seconds=3), timeout=30)
+        assert await fleet.stop() == [0]
+        for name in schedules:
+            ticks = await fire_times_of(connection, name)
+            counts = Counter(at for at, _ in ticks)
+            assert set(counts.values()) == {1}, name
+            before = [at for at, created in ticks if created < down]
+            after = [(at, created) for at, created in ticks if created > down]
+            restart = min(created for _, created in after)  # now() of the first firing
+            edge = restart - timedelta(seconds=grace)
+            last = max(before)
+            gap = [last + timedelta(seconds=s) for s in range(1, 60)]
+            gap = [at for at in gap if at <= restart]
+            on_time = [at for at in gap if at >= edge]
+            missed = [at for at in gap if at < edge]
+            assert len(missed) > catch_up, "the outage must be longer than the catch-up bound"
+            extra = {"skipping": [], "latest": missed[-1:], "catching_up": missed[-catch_up:]}[name]
+            fired_in_gap = sorted(at for at, created in after if at <= restart)
+            assert fired_in_gap == sorted(extra + on_time), name
+            # Before the outage and after the restart, nothing is missing.
+            assert before == [before[0] + timedelta(seconds=s) for s in range(len(before))]
+            later = sorted(at for at, _ in after if at > restart)
+            assert later == [later[0] + timedelta(seconds=s) for s in range(len(later))]
+            assert later[0] - timedelta(seconds=1) <= restart
+    finally:
+        await fleet.kill_all()
+        await connection.close()
