@@ -9,7 +9,9 @@ written out by hand.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -28,8 +30,14 @@ from pgqueuer.core.scheduler import (
     plan_ticks,
     schedule_status,
 )
-from pgqueuer.errors import ConfigurationError, CronError, DuplicateScheduleError
+from pgqueuer.errors import (
+    ConfigurationError,
+    CronError,
+    DatabaseUnavailableError,
+    DuplicateScheduleError,
+)
 from pgqueuer.models import FiredTick, Schedule, ScheduleContext, ScheduleState
+from pgqueuer.types import JobId
 
 OSLO = ZoneInfo("Europe/Oslo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -476,3 +484,40 @@ async def test_duplicate_names_are_refused() -> None:
     assert sorted(sm.registry) == ["fetch", "fetch [0 * * * *]"]
     with pytest.raises(TypeError, match="callable"):
         sm.register_schedule("not a function", "* * * * *", name="x")  # type: ignore[arg-type]
+
+
+# ---- the loop itself (real time) ---------------------------------------------------------
+
+
+class FlakyStore(MemoryBackend):
+    """A store that is unreachable for its first few reads of the schedule list."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def list_schedules(self) -> list[Schedule]:
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseUnavailableError("database unavailable: connection refused")
+        return await super().list_schedules()
+
+
+async def test_run_loop_fires_on_time_and_survives_an_unreachable_start() -> None:
+    backend = FlakyStore(failures=2)
+    await backend.migrate()
+    sm = manager(backend, "* * * * * *")
+    loop = asyncio.create_task(sm.run_loop())
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while sum(s.count for s in await backend.queue_size()) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "no two ticks in 10 s"
+            await asyncio.sleep(0.05)
+    finally:
+        sm.shutdown.set()
+        await asyncio.wait_for(loop, 5)
+    assert backend.failures == 0
+    (stored,) = await backend.list_schedules()
+    jobs = [await backend.fetch_job(JobId(i)) for i in (1, 2)]
+    fire_times = [json.loads(job.payload or b"")["fire_at"] for job in jobs if job]
+    assert len(set(fire_times)) == 2 and stored.last_run is not None

@@ -577,11 +577,14 @@ class SchedulerManager:
         """Fire ticks until ``shutdown`` is set (the jobs run on the worker)."""
         if not self.registry:
             return
-        await self.sync()
+        synced = False
         last_seen = last_prune = time.monotonic()
         backoff = 0.1
         while not self.shutdown.is_set():
             try:
+                if not synced:  # also retried when the database is down at start-up
+                    await self.sync()
+                    synced = True
                 await self.fire_due()
                 last_seen, last_prune = await self._housekeeping(last_seen, last_prune)
                 delay = await self._seconds_until_due()
