@@ -23,6 +23,7 @@ import pytest
 
 from pgqueuer.backends.memory import MemoryBackend
 from pgqueuer.core.cron import CronExpression
+from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.core.scheduler import (
     MAX_CATCH_UP,
     ORPHANED_AFTER,
@@ -521,3 +522,33 @@ async def test_run_loop_fires_on_time_and_survives_an_unreachable_start() -> Non
     jobs = [await backend.fetch_job(JobId(i)) for i in (1, 2)]
     fire_times = [json.loads(job.payload or b"")["fire_at"] for job in jobs if job]
     assert len(set(fire_times)) == 2 and stored.last_run is not None
+
+
+async def test_tick_jobs_get_retries_timeouts_and_limits_like_any_job() -> None:
+    backend = MemoryBackend()
+    await backend.migrate()
+    sm = SchedulerManager(backend)
+    calls: list[tuple[datetime | None, int | None]] = []
+
+    @sm.schedule(
+        "flaky",
+        "@daily",
+        retry=RetryPolicy(max_attempts=3, initial_delay=0, jitter=False),
+        timeout=30,
+        concurrency_limit=1,
+    )
+    async def flaky(schedule: Schedule) -> str:
+        calls.append((schedule.fire_at, schedule.last_job_id))
+        if len(calls) < 3:
+            raise ValueError("not yet")
+        return "third time lucky"
+
+    registration = sm.worker.registrations["schedule:flaky"]
+    assert (registration.concurrency_limit, registration.timeout) == (1, 30.0)
+    tick = await sm.trigger("flaky")
+    assert tick is not None
+    await sm.worker.run(once=True, timeout=10, handle_signals=False)
+    # Three attempts of the one job, each seeing the same tick.
+    assert calls == [(tick.fire_at, tick.job_id)] * 3
+    result = await backend.fetch_result(tick.job_id)
+    assert result is not None and result.status == "completed" and result.attempts == 3
