@@ -144,9 +144,21 @@ def plan_ticks(state: ScheduleState, now: datetime, cron: CronExpression) -> Tic
             start.isoformat(),
             edge.isoformat(),
             state.missed,
-            "running " + ", ".join(t.isoformat() for t in caught_up) if caught_up else "skipped",
+            _described(caught_up),
         )
     return TickPlan(fire_at=tuple(caught_up + on_time), next_run=cron.next_after(now))
+
+
+def _described(caught_up: list[datetime]) -> str:
+    """For the log: which missed ticks run, in a line of bounded length."""
+    if not caught_up:
+        return "skipped"
+    if len(caught_up) == 1:
+        return f"running {caught_up[0].isoformat()}"
+    return (
+        f"running the newest {len(caught_up)}, "
+        f"{caught_up[0].isoformat()} to {caught_up[-1].isoformat()}"
+    )
 
 
 def schedule_status(schedule: Schedule, now: datetime) -> ScheduleStatus:
