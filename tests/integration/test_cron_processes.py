@@ -318,8 +318,9 @@ async def test_skewed_process_clocks_do_not_move_the_ticks(
     )
     print(f"\nR17 skewed clocks: {report.line()}")
     assert_exactly_once(report)
-    # Ticks were enqueued on database time: seconds late at worst, never minutes.
-    assert report.worst_delay < 3.0, report.line()
+    # Ticks were enqueued on database time: at most seconds late (a loaded machine), never
+    # the minutes by which the process clocks were off.
+    assert report.worst_delay < 30.0, report.line()
     connection = await asyncpg.connect(database_url)
     try:  # the fakes really were in force: the processes' own clocks were minutes off
         skews = await connection.fetch(
@@ -349,7 +350,8 @@ async def fire_times_of(
 
 @pytest.mark.timeout(120)
 async def test_missed_ticks_after_every_scheduler_was_down(database_url: str) -> None:
-    grace, catch_up = 2.0, 3
+    # The grace is wide enough that a loaded machine does not make a live tick late.
+    grace, catch_up = 4.0, 3
     schedules = {
         "skipping": f"* * * * * *|grace={grace}",
         "latest": f"* * * * * *|missed=latest|grace={grace}",
@@ -371,7 +373,7 @@ async def test_missed_ticks_after_every_scheduler_was_down(database_url: str) ->
         fleet.processes[0].send_signal(signal.SIGKILL)  # the only scheduler: all are down
         await fleet.processes[0].wait()
         down: datetime = await connection.fetchval("SELECT now()")
-        await asyncio.sleep(8)  # the outage itself: eight seconds with no scheduler
+        await asyncio.sleep(12)  # the outage itself: twelve seconds with no scheduler
         fleet.processes[0] = await fleet.start(0)
         back: datetime = await connection.fetchval("SELECT now()")
         await wait_until_fired_and_done(connection, back + timedelta(seconds=3), timeout=30)
