@@ -460,7 +460,7 @@ async def test_bad_registrations_raise_and_store_nothing(
     backend, _ = await store(utc(2026, 6, 1, 12))
     sm = SchedulerManager(backend)
     with pytest.raises(error, match=problem):
-        sm.schedule("job", expression, **options)(noop)
+        sm.schedule("job", expression, **options)  # before any function is decorated
     with pytest.raises(ValueError, match=problem):
         sm.register_schedule(noop, expression, name="job", **options)
     assert sm.registry == {} and sm.worker.task_names == []

@@ -307,6 +307,17 @@ class _Prepared:
     cron: CronExpression
 
 
+def _check_job_options(timeout: timedelta | float | None, accepts_context: object) -> None:
+    """The options the worker checks when the function is bound, checked up front."""
+    if accepts_context is not None and not isinstance(accepts_context, bool):
+        raise ConfigurationError(f"accepts_context must be a bool or None, got {accepts_context!r}")
+    if timeout is None:
+        return
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+
+
 def _grace_seconds(grace: timedelta | float) -> float:
     seconds = grace.total_seconds() if isinstance(grace, timedelta) else grace
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
@@ -367,6 +378,7 @@ class SchedulerManager:
         self._prepare(
             entrypoint, expression, name, timezone, missed, max_catch_up, grace, concurrency_limit
         )
+        _check_job_options(timeout, accepts_context)
 
         def register(func: F) -> F:
             self.register_schedule(
