@@ -489,7 +489,10 @@ TRANSITIONS = {name: transition_days(ZoneInfo(name)) for name in ZONES}
 
 
 def field(name: str) -> st.SearchStrategy[str]:
-    low, high = WRITTEN[name]
+    return field_between(*WRITTEN[name])
+
+
+def field_between(low: int, high: int) -> st.SearchStrategy[str]:
     number = st.integers(low, high).map(str)
     span = st.tuples(st.integers(low, high), st.integers(low, high)).map(
         lambda pair: f"{min(pair)}-{max(pair)}"
@@ -578,3 +581,76 @@ def test_any_string_parses_or_raises_cron_error(expression: str, zone: str) -> N
     first = cron.next_after(start)
     second = cron.next_after(first)
     assert start < first < second
+
+
+# ---- six fields (seconds first), brute force per second ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SecondsMatcher:
+    """The documented rule for 6-field expressions: a second set on top of the 5 fields."""
+
+    seconds: set[int]
+    rest: Matcher
+
+    @classmethod
+    def of(cls, expression: str) -> SecondsMatcher:
+        second, rest = expression.split(" ", 1)
+        return cls(expand(second, 0, 59), Matcher.of(rest))
+
+    def __call__(self, wall: datetime) -> bool:
+        return (
+            not wall.microsecond
+            and wall.second in self.seconds
+            and self.rest(wall.replace(second=0))
+        )
+
+    def gap_ends_at(self, instant: datetime, zone: ZoneInfo) -> bool:
+        before = (instant - timedelta(seconds=1)).astimezone(zone).utcoffset()
+        after = instant.astimezone(zone).utcoffset()
+        if before is None or after is None or after <= before:
+            return False
+        wall = instant.astimezone(zone).replace(tzinfo=None)
+        gap = int((after - before).total_seconds())
+        return any(self(wall - timedelta(seconds=s)) for s in range(1, gap + 1))
+
+    def fires_at(self, instant: datetime, zone: ZoneInfo) -> bool:
+        local = instant.astimezone(zone)
+        if self(local.replace(tzinfo=None)):
+            return not (self.rest.fixed_time and local.fold == 1)
+        return self.rest.fixed_time and self.gap_ends_at(instant, zone)
+
+
+# Half of them restrict only the time of day, so the per-second scan crosses minute and hour
+# boundaries (and the daylight-saving changes near the start times) often.
+TIME_OF_DAY = st.tuples(field("minute"), field("hour")).map(lambda mh: f"{mh[0]} {mh[1]} * * *")
+SIX_FIELDS = st.tuples(field_between(0, 59), st.one_of(EXPRESSIONS, TIME_OF_DAY)).map(" ".join)
+
+
+@st.composite
+def six_field_cases(draw: st.DrawFn) -> tuple[str, str, datetime]:
+    zone = draw(st.sampled_from(ZONES))
+    return draw(SIX_FIELDS), zone, draw(starts(zone))
+
+
+@settings(max_examples=100, deadline=None)
+@given(six_field_cases())
+def test_six_field_fire_times_match_brute_force(case: tuple[str, str, datetime]) -> None:
+    expression, zone_name, start = case
+    cron = CronExpression.parse(expression, zone_name)
+    assert cron.has_seconds
+    zone = ZoneInfo(zone_name)
+    matcher = SecondsMatcher.of(expression)
+    budget = 20_000  # seconds of brute-force scanning per example
+    previous = start
+    for _ in range(15):
+        current = cron.next_after(previous)
+        assert current > previous
+        assert matcher.fires_at(current, zone), (expression, zone_name, current)
+        if current - previous <= timedelta(hours=2) and budget > 0:
+            probe = previous.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            while probe < current:
+                assert not matcher.fires_at(probe, zone), ("skipped", expression, probe)
+                probe += timedelta(seconds=1)
+                budget -= 1
+        previous = current
