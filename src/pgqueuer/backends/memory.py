@@ -697,8 +697,9 @@ class MemoryBackend:
     async def _fire(
         self, record: _ScheduleRecord, plan: TickPlan, *, manual: bool = False
     ) -> list[FiredTick]:
-        # No await before the enqueue below: the check of the tick key and the insert are
-        # one step for every other task on the loop, as the unique key makes them in SQL.
+        # Nothing here yields to the event loop (enqueue never awaits anything real), so the
+        # check of the tick key and the insert are one step for every other task, as the
+        # unique key makes them one step in SQL.
         now = self._now()
         fresh = sorted(at for at in set(plan.fire_at) if (record.id, at) not in self._ticks)
         fired: list[FiredTick] = []
