@@ -11,12 +11,21 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
+import psycopg
 import pytest
 
+from pgqueuer.backends.asyncpg_driver import AsyncpgPoolDriver
 from pgqueuer.backends.memory import MemoryBackend
 from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.backends.psycopg_driver import PsycopgDriver
+from pgqueuer.backends.sql import SqlBackend
 
-BACKEND_KINDS = ["memory"]
+BACKEND_KINDS = [
+    "memory",
+    pytest.param("asyncpg", marks=pytest.mark.postgres),
+    pytest.param("psycopg", marks=pytest.mark.postgres),
+]
 
 #: The type of the ``wait_until`` fixture, for test signatures.
 WaitUntil = Callable[..., Awaitable[None]]
@@ -31,15 +40,33 @@ async def make_backend(kind: str, request: pytest.FixtureRequest) -> AsyncIterat
     backend: QueueBackend
     if kind == "memory":
         backend = MemoryBackend()
-    # SQL kinds are added here, e.g. building a SqlBackend on
-    # request.getfixturevalue("database_url").
+        await backend.migrate()
+        try:
+            yield backend
+        finally:
+            await backend.close()
+        return
+    # A fresh database per test, cloned from the migrated template.
+    url: str = request.getfixturevalue("database_url")
+    if kind == "asyncpg":
+        # A pool, as applications use it: concurrent operations really run concurrently.
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=8)
+        try:
+            backend = SqlBackend(AsyncpgPoolDriver(pool))
+            await backend.migrate()
+            yield backend
+        finally:
+            await pool.close()
+    elif kind == "psycopg":
+        connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            backend = SqlBackend(PsycopgDriver(connection))
+            await backend.migrate()
+            yield backend
+        finally:
+            await connection.close()
     else:
         raise ValueError(f"unknown backend kind {kind!r}")
-    try:
-        await backend.migrate()
-        yield backend
-    finally:
-        await backend.close()
 
 
 @pytest.fixture(params=BACKEND_KINDS)

@@ -209,18 +209,29 @@ async def test_log_statistics(backend: QueueBackend, wait_until: WaitUntil) -> N
 # ---- clearing, failed jobs, retention -------------------------------------------------------
 
 
-async def test_clear_queue_deletes_queued_jobs_only(backend: QueueBackend) -> None:
-    a1, _, b1, _ = await enqueue(backend, "a", "a", "b", "b")
+async def test_clear_queue_ends_queued_jobs_only(backend: QueueBackend) -> None:
+    a1, a2, b1, b2 = await enqueue(backend, "a", "a", "b", "b")
     (picked,) = await claim(backend, "a", batch=1)
     assert picked.id == a1
     done = await run(backend, "c", "successful")
     assert await backend.clear_queue(["a"]) == 1
-    assert await backend.fetch_job(b1) is not None
+    assert dict(await backend.job_statuses([a2, b1])) == {a2: "deleted", b1: "queued"}
     assert await backend.clear_queue(None) == 2
-    assert await backend.fetch_job(b1) is None
     assert await backend.clear_queue(None) == 0
-    assert dict(await backend.job_statuses([a1, done])) == {a1: "picked", done: "successful"}
+    statuses = dict(await backend.job_statuses([a1, b1, b2, done]))
+    assert statuses == {a1: "picked", b1: "deleted", b2: "deleted", done: "successful"}
+    cleared = await backend.fetch_result(b1)
+    assert cleared is not None and cleared.status == "cancelled"
+    assert cleared.finished_at is not None
     assert await backend.queue_size() == [QueueStatistics(1, "a", 0, "picked")]
+    assert await backend.claim([EntrypointLimit("b")], 10, uuid4(), 30.0) == []
+
+
+async def test_clear_queue_frees_dedupe_keys(backend: QueueBackend) -> None:
+    await backend.enqueue([NewJob("a", None, dedupe_key="k")], "raise")
+    assert await backend.clear_queue(None) == 1
+    (again,) = await backend.enqueue([NewJob("a", None, dedupe_key="k")], "raise")
+    assert again is not None
 
 
 async def test_list_failed_newest_first(backend: QueueBackend, wait_until: WaitUntil) -> None:
@@ -239,6 +250,11 @@ async def test_list_failed_newest_first(backend: QueueBackend, wait_until: WaitU
         (newer_id, "exception"),
     ]
     assert [job.id for job in await backend.list_failed(1)] == [older_id]
+    assert [job.id for job in await backend.list_failed(10, oldest_first=True)] == [
+        newer_id,
+        older_id,
+    ]
+    assert [job.id for job in await backend.list_failed(10, held_only=True)] == [older_id]
 
 
 async def test_requeue_failed_jobs(backend: QueueBackend) -> None:

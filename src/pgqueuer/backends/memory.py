@@ -568,19 +568,22 @@ class MemoryBackend:
             for r in self._jobs.values()
             if r.status == "queued" and (wanted is None or r.entrypoint in wanted)
         ]
+        now = self._now()
         for record in doomed:
-            self._release_key(record)
-            del self._jobs[record.id]
+            self._set_status(record, "deleted")
+            record.finished_at = now
+            record.updated = now
         return len(doomed)
 
-    async def list_failed(self, limit: int) -> list[Job]:
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
         self._require_schema()
+        statuses = ("failed",) if held_only else ("failed", "exception")
         failed = [
-            r
-            for r in self._jobs.values()
-            if r.status in ("failed", "exception") and r.finished_at is not None
+            r for r in self._jobs.values() if r.status in statuses and r.finished_at is not None
         ]
-        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=True)
+        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=not oldest_first)
         return [r.to_job() for r in failed[:limit]]
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:

@@ -167,11 +167,17 @@ class QueueBackend(Protocol):
     async def backlog(self) -> list[BacklogEntry]: ...
 
     async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
-        """Delete queued jobs (of those entrypoints, or all); return how many."""
+        """End queued jobs (of those entrypoints, or all) as ``deleted``; return how many.
+
+        Running jobs are left alone. The rows stay, like any finished job, until ``prune``.
+        """
         ...
 
-    async def list_failed(self, limit: int) -> list[Job]:
-        """Jobs held as ``failed`` or ended as ``exception``, newest first."""
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
+        """Jobs held as ``failed`` or ended as ``exception`` (only ``failed`` when
+        ``held_only``), newest failure first (oldest first with ``oldest_first``)."""
         ...
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
