@@ -293,6 +293,33 @@ class BacklogEntry:
     oldest_age_seconds: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveWorker:
+    """A worker (queue manager) that holds running jobs now (1.x ``active_workers``)."""
+
+    queue_manager_id: UUID
+    active_jobs: int
+    oldest_heartbeat: datetime
+    newest_heartbeat: datetime
+    entrypoints: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StaleJob:
+    """A running job whose last heartbeat is older than a threshold (1.x ``stale_jobs``)."""
+
+    id: JobId
+    priority: int
+    queue_manager_id: UUID | None
+    created: datetime
+    updated: datetime
+    heartbeat: datetime
+    execute_after: datetime
+    status: JOB_STATUS
+    entrypoint: str
+    seconds_since_heartbeat: float
+
+
 @dataclass(slots=True)
 class RescueReport:
     requeued: list[JobId] = field(default_factory=list)

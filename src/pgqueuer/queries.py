@@ -26,12 +26,14 @@ from pgqueuer.config import DatabaseNames, names_from_environment
 from pgqueuer.errors import ConfigurationError, DuplicateJobError, SchemaError
 from pgqueuer.models import (
     TERMINAL_STATUSES,
+    ActiveWorker,
     Job,
     JobResult,
     Log,
     LogStatistics,
     NewJob,
     QueueStatistics,
+    StaleJob,
     TracebackRecord,
 )
 from pgqueuer.sql.queries import build_statements
@@ -291,6 +293,20 @@ class Queries:
     async def eligible_queued_work(self, entrypoints: str | Sequence[str]) -> int:
         """1 if any job of these entrypoints is queued and runnable now, else 0."""
         return int(await self.backend.has_runnable(_entrypoint_list(entrypoints)))
+
+    async def active_workers(self) -> list[ActiveWorker]:
+        """Workers (queue managers) holding running jobs, with their heartbeats."""
+        return await self.backend.active_workers()
+
+    async def stale_jobs(
+        self, threshold: timedelta = timedelta(minutes=5), limit: int = 100
+    ) -> list[StaleJob]:
+        """Running jobs whose last heartbeat is older than ``threshold``, oldest first.
+
+        Their worker is likely gone; the rescue loop of any running worker puts them back in
+        the queue once their lease (``heartbeat_timeout``) has expired.
+        """
+        return await self.backend.stale_jobs(threshold.total_seconds(), limit)
 
     async def list_failed_jobs(
         self, limit: int = 100, order: Literal["ASC", "DESC"] = "DESC"

@@ -216,3 +216,36 @@ async def test_in_memory_catalog_answers_installed(kind: str, driver: object) ->
     assert not await queries.table_has_index("a", "b")
     plan = await queries.plan_upgrade()
     assert plan.versions == [1, 2] and plan.statements == [] and plan.notes
+
+
+async def test_active_workers_and_stale_jobs(driver: object) -> None:
+    pgq = PgQueuer(driver)
+    await pgq.queries.install()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @pgq.entrypoint("busy")
+    async def busy(job: Job) -> None:
+        started.set()
+        await release.wait()
+
+    (job_id,) = await pgq.queries.enqueue("busy", None)
+    runner = asyncio.create_task(pgq.run(dequeue_timeout=timedelta(seconds=1)))
+    try:
+        await asyncio.wait_for(started.wait(), DEADLINE)
+        (worker,) = await pgq.queries.active_workers()
+        assert worker.queue_manager_id == pgq.qm.queue_manager_id
+        assert (worker.active_jobs, worker.entrypoints) == (1, ["busy"])
+        assert await pgq.queries.stale_jobs(timedelta(hours=1)) == []
+        # Any heartbeat is older than "now" once the clock moves on.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while not (stale := await pgq.queries.stale_jobs(timedelta(0), limit=5)):
+            assert loop.time() < deadline, "the running job never showed a past heartbeat"
+            await asyncio.sleep(0.01)
+        assert [(job.id, job.status) for job in stale] == [(job_id, "picked")]
+        assert stale[0].queue_manager_id == pgq.qm.queue_manager_id
+    finally:
+        release.set()
+        pgq.shutdown.set()
+        await asyncio.wait_for(runner, DEADLINE)
+    assert await pgq.queries.active_workers() == []

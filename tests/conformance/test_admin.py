@@ -317,3 +317,40 @@ async def test_uninstall_then_migrate_again(backend: QueueBackend) -> None:
     assert applied and applied[0] == 1 and applied == sorted(applied)
     assert await backend.schema_version() == applied[-1] == version
     assert await backend.queue_size() == []  # the jobs went with the schema
+
+
+# ---- workers and stale jobs -----------------------------------------------------------------
+
+
+async def test_active_workers(backend: QueueBackend) -> None:
+    assert await backend.active_workers() == []
+    await enqueue(backend, "a", "a", "b", "c")
+    first, second = uuid4(), uuid4()
+    taken_first = await backend.claim([EntrypointLimit("a"), EntrypointLimit("b")], 3, first, 30)
+    assert len(taken_first) == 3
+    (taken_second,) = await backend.claim([EntrypointLimit("c")], 5, second, 30.0)
+    workers = {w.queue_manager_id: w for w in await backend.active_workers()}
+    assert set(workers) == {first, second}
+    assert (workers[first].active_jobs, workers[first].entrypoints) == (3, ["a", "b"])
+    assert (workers[second].active_jobs, workers[second].entrypoints) == (1, ["c"])
+    assert workers[first].oldest_heartbeat <= workers[first].newest_heartbeat
+    done = taken_second
+    assert await backend.finish([Outcome(done.id, done.lease, "successful")])
+    assert [w.queue_manager_id for w in await backend.active_workers()] == [first]
+
+
+async def test_stale_jobs(backend: QueueBackend, wait_until: WaitUntil) -> None:
+    await enqueue(backend, "a", "a")
+    worker = uuid4()
+    claimed = await backend.claim([EntrypointLimit("a")], 2, worker, 30.0)
+    assert await backend.stale_jobs(threshold_seconds=3600, limit=10) == []
+    await store_time_passes(backend, wait_until, max(job.heartbeat for job in claimed))
+    stale = await backend.stale_jobs(threshold_seconds=0, limit=10)
+    assert sorted(job.id for job in stale) == sorted(job.id for job in claimed)
+    assert all(job.queue_manager_id == worker and job.status == "picked" for job in stale)
+    assert all(job.seconds_since_heartbeat > 0 for job in stale)
+    assert len(await backend.stale_jobs(threshold_seconds=0, limit=1)) == 1
+    # A heartbeat makes a job fresh again.
+    await backend.heartbeat([Lease(claimed[0].id, claimed[0].lease)], 30.0)
+    fresh = await backend.stale_jobs(threshold_seconds=3600, limit=10)
+    assert fresh == []

@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from pgqueuer.models import (
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     FiredTick,
@@ -45,6 +46,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
 )
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
@@ -165,6 +167,14 @@ class QueueBackend(Protocol):
         ...
 
     async def backlog(self) -> list[BacklogEntry]: ...
+
+    async def active_workers(self) -> list[ActiveWorker]:
+        """Workers holding picked jobs: how many, their heartbeats and entrypoints."""
+        ...
+
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        """Picked jobs whose heartbeat is older than the threshold, oldest heartbeat first."""
+        ...
 
     async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
         """End queued jobs (of those entrypoints, or all) as ``deleted``; return how many.

@@ -18,6 +18,7 @@ from pgqueuer.backends.protocol import CANCEL_NOTICE, NotificationCallback, Subs
 from pgqueuer.config import DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
@@ -34,6 +35,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
     result_status,
     tick_payload,
@@ -432,6 +434,36 @@ class SqlBackend:
                 queued=row["queued"],
                 runnable=row["runnable"],
                 oldest_age_seconds=row["oldest_age_seconds"],
+            )
+            for row in rows
+        ]
+
+    async def active_workers(self) -> list[ActiveWorker]:
+        return [
+            ActiveWorker(
+                queue_manager_id=UUID(str(row["queue_manager_id"])),
+                active_jobs=row["active_jobs"],
+                oldest_heartbeat=row["oldest_heartbeat"],
+                newest_heartbeat=row["newest_heartbeat"],
+                entrypoints=list(row["entrypoints"]),
+            )
+            for row in await self.connector.fetch(self.sql.active_workers)
+        ]
+
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        rows = await self.connector.fetch(self.sql.stale_jobs, float(threshold_seconds), limit)
+        return [
+            StaleJob(
+                id=JobId(row["id"]),
+                priority=row["priority"],
+                queue_manager_id=_as_uuid(row["queue_manager_id"]),
+                created=row["created"],
+                updated=row["updated"],
+                heartbeat=row["heartbeat"],
+                execute_after=row["execute_after"],
+                status=row["status"],
+                entrypoint=row["entrypoint"],
+                seconds_since_heartbeat=row["seconds_since_heartbeat"],
             )
             for row in rows
         ]

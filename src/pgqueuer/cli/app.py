@@ -9,13 +9,13 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from pgqueuer.cli import devserver, jobs, monitor, runner, schema
+from pgqueuer.cli import devserver, jobs, monitor, runner, schema, sql
 from pgqueuer.cli.connection import DSN_VARIABLES, Session, resolve_target, secrets_of
 from pgqueuer.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, print_error, report_for
 from pgqueuer.cli.registry import Commands, HelpFormatter, Parser
 from pgqueuer.config import DatabaseNames
 
-COMMAND_MODULES = (schema, runner, jobs, monitor, devserver)
+COMMAND_MODULES = (schema, sql, runner, jobs, monitor, devserver)
 
 DESCRIPTION = """\
 pgq: manage pgqueuer's schema, run workers and inspect the queue.

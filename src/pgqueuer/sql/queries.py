@@ -327,6 +327,23 @@ GROUP BY entrypoint ORDER BY entrypoint
 """
 
 # Cleared jobs end as 'deleted' (the 1.x vocabulary) and stay readable until retention.
+ACTIVE_WORKERS: Final = """
+SELECT queue_manager_id, count(*) AS active_jobs, min(heartbeat) AS oldest_heartbeat,
+       max(heartbeat) AS newest_heartbeat,
+       array_agg(DISTINCT entrypoint ORDER BY entrypoint) AS entrypoints
+FROM {jobs} WHERE status = 'picked' AND queue_manager_id IS NOT NULL
+GROUP BY queue_manager_id ORDER BY min(heartbeat), queue_manager_id
+"""
+
+STALE_JOBS: Final = """
+SELECT id, priority, queue_manager_id, created, updated, heartbeat, execute_after, status,
+       entrypoint, EXTRACT(EPOCH FROM now() - heartbeat)::float8 AS seconds_since_heartbeat
+FROM {jobs}
+WHERE status = 'picked' AND heartbeat < now() - make_interval(secs => $1::float8)
+ORDER BY heartbeat, id
+LIMIT $2::integer
+"""
+
 CLEAR_QUEUE: Final = """
 UPDATE {jobs} SET status = 'deleted', finished_at = now(), updated = now()
 WHERE status = 'queued' AND ($1::text[] IS NULL OR entrypoint = ANY($1::text[]))
@@ -535,6 +552,8 @@ class Statements:
     cancel_picked: str
     queue_size: str
     backlog: str
+    active_workers: str
+    stale_jobs: str
     clear_queue: str
     list_failed: str
     list_failed_oldest: str
@@ -592,6 +611,8 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "cancel_picked": CANCEL_PICKED,
     "queue_size": QUEUE_SIZE,
     "backlog": BACKLOG,
+    "active_workers": ACTIVE_WORKERS,
+    "stale_jobs": STALE_JOBS,
     "clear_queue": CLEAR_QUEUE,
     "list_failed": LIST_FAILED,
     "list_failed_oldest": LIST_FAILED_OLDEST,
