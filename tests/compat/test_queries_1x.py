@@ -249,3 +249,30 @@ async def test_active_workers_and_stale_jobs(driver: object) -> None:
         pgq.shutdown.set()
         await asyncio.wait_for(runner, DEADLINE)
     assert await pgq.queries.active_workers() == []
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("asyncpg", marks=pytest.mark.postgres),
+        pytest.param("psycopg", marks=pytest.mark.postgres),
+    ],
+)
+async def test_enqueue_joins_the_callers_transaction(kind: str, driver: object) -> None:
+    """As in 1.x, Queries.enqueue is one statement on the caller's connection, so it commits
+    or rolls back with the caller's own transaction."""
+    queries = Queries(driver)
+    connection = driver.connection  # type: ignore[attr-defined]
+
+    rolled_back: list[JobId] = []
+
+    async def enqueue_then_fail() -> None:
+        async with connection.transaction():
+            rolled_back.extend(await queries.enqueue("tx", b"no"))
+            raise LookupError("the caller's transaction fails after the enqueue")
+
+    with pytest.raises(LookupError):
+        await enqueue_then_fail()
+    async with connection.transaction():
+        (committed,) = await queries.enqueue("tx", b"yes")
+    assert dict(await queries.job_status([*rolled_back, committed])) == {committed: "queued"}
