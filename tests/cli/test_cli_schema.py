@@ -103,7 +103,9 @@ def test_1x_install_and_upgrade_options(empty: Pgq, sql: Callable[..., Any]) -> 
     assert plan.code == 0, plan.err
     assert plan.out.startswith("BEGIN;\n") and plan.out.endswith("COMMIT;\n")
     assert "CREATE TABLE jobs.pgqueuer (" in plan.out
-    assert plan.err_lines == ["pgq: would apply 0001_jobs, 0002_schedules; nothing was changed"]
+    assert plan.err_lines == [
+        "pgq: would apply 0001_jobs, 0002_schedules; nothing was changed; the SQL follows"
+    ]
     done = empty("--schema", "jobs", "install", "-d", "durable", "--create-schema")
     assert done.code == 0, done.err
     assert done.out == "applied 0001_jobs, 0002_schedules; schema is at version 2\n"
@@ -195,3 +197,25 @@ def test_missing_schema(empty: Pgq, command: list[str]) -> None:
     assert result.err_lines[0].startswith("pgq: error: pgqueuer is not installed in this database")
     assert result.err_lines[1].startswith("hint: install it with 'pgq install'")
     assert len(result.err_lines) == 2
+
+
+def test_a_closed_pipe_ends_quietly(child_env: Callable[..., dict[str, str]]) -> None:
+    """``pgq sql install | head -n 1``: when the reader has gone, no error and no traceback."""
+    import os
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before pgq writes anything
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pgqueuer", "sql", "install"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

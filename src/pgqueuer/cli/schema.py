@@ -68,9 +68,9 @@ async def migrate(args: argparse.Namespace, session: Session) -> int:
         if plan.is_empty:
             note(f"schema is up to date (version {await pg.backend.schema_version()})")
             return EXIT_OK
-        emit(as_script(plan.statements).rstrip("\n"))
         labels = ", ".join(migration_label(v) for v in plan.versions)
-        note(f"would apply {labels}; nothing was changed")
+        note(f"would apply {labels}; nothing was changed; the SQL follows")
+        emit(as_script(plan.statements).rstrip("\n"))
         return EXIT_OK
     applied = await pg.queries.install(create_schema=getattr(args, "create_schema", True))
     version = await pg.backend.schema_version()
