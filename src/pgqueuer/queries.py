@@ -450,12 +450,19 @@ class InMemoryQueries(Queries):
     but the installed flag.
     """
 
-    def __init__(self, driver: object, *args: object, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        driver: object,
+        qbe: object | None = None,
+        qbq: object | None = None,
+        qbs: object | None = None,
+        tracer: object | None = None,
+    ) -> None:
         from pgqueuer.backends.inmemory_driver import InMemoryDriver
 
         if not isinstance(driver, InMemoryDriver):
             raise TypeError(f"InMemoryQueries needs an InMemoryDriver, got {type(driver).__name__}")
-        super().__init__(driver)
+        super().__init__(driver, qbe, qbq, qbs, tracer)
 
 
 class SyncQueries:

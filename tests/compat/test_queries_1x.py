@@ -276,3 +276,12 @@ async def test_enqueue_joins_the_callers_transaction(kind: str, driver: object) 
     async with connection.transaction():
         (committed,) = await queries.enqueue("tx", b"yes")
     assert dict(await queries.job_status([*rolled_back, committed])) == {committed: "queued"}
+
+
+def test_in_memory_queries_needs_an_in_memory_driver() -> None:
+    from pgqueuer import InMemoryDriver, InMemoryQueries
+
+    driver = InMemoryDriver()
+    assert InMemoryQueries(driver).backend is driver.backend
+    with pytest.raises(TypeError, match="InMemoryDriver"):
+        InMemoryQueries(object())
