@@ -7,6 +7,7 @@ so library behaviour never depends on the process environment by surprise.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -88,6 +89,27 @@ class DatabaseNames:
     def qualified(self, name: str) -> str:
         """``schema.name`` when a schema is set, else ``name`` (both already validated)."""
         return f"{self.schema}.{name}" if self.schema else name
+
+
+def names_from_environment(
+    environ: Mapping[str, str],
+    *,
+    prefix: str | None = None,
+    schema: str | None = None,
+    channel: str | None = None,
+) -> DatabaseNames:
+    """Names as pgqueuer 1.x configures them: explicit values first, else ``$PGQUEUER_PREFIX``,
+    ``$PGQUEUER_SCHEMA`` and ``$PGQUEUER_CHANNEL``, else the defaults.
+
+    Used by the 1.x constructors (``PgQueuer(driver)``, ``Queries(driver)``, ...), whose
+    contract is to follow these variables; the seed API's constructors take names only as
+    arguments.
+    """
+    return DatabaseNames(
+        prefix=prefix if prefix is not None else environ.get("PGQUEUER_PREFIX", ""),
+        schema=schema if schema is not None else (environ.get("PGQUEUER_SCHEMA") or None),
+        channel=channel if channel is not None else environ.get("PGQUEUER_CHANNEL", ""),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,23 @@ class RetryRequested(RetryException):
         super().__init__(reason or f"retry requested after {delay}")
 
 
+def retry_request(exc: BaseException) -> RetryRequested | None:
+    """The retry that ``exc`` asks for, or ``None``.
+
+    That is ``exc`` itself, or, for an exception group made only of retries (a
+    ``TaskGroup`` whose children raised ``RetryRequested``), the one with the longest delay.
+    A group that also holds another error is a failure, not a retry.
+    """
+    if isinstance(exc, RetryRequested):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [retry_request(inner) for inner in exc.exceptions]
+        retries = [retry for retry in found if retry is not None]
+        if retries and len(retries) == len(found):
+            return max(retries, key=lambda retry: retry.delay)
+    return None
+
+
 class JobCancelled(PgqError):
     """Recorded as the outcome of a job that was cancelled while it ran."""
 

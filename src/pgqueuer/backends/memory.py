@@ -28,6 +28,7 @@ from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, NotificationC
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
     TERMINAL_STATUSES,
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
@@ -44,6 +45,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
     result_status,
     tick_payload,
@@ -560,6 +562,55 @@ class MemoryBackend:
             for name in sorted(queued)
         ]
 
+    async def active_workers(self) -> list[ActiveWorker]:
+        self._require_schema()
+        by_worker: defaultdict[UUID, list[_Record]] = defaultdict(list)
+        for record in self._jobs.values():
+            if record.status == "picked" and record.queue_manager_id is not None:
+                by_worker[record.queue_manager_id].append(record)
+        workers = []
+        for worker_id, records in by_worker.items():
+            beats = [r.heartbeat or r.updated for r in records]
+            workers.append(
+                ActiveWorker(
+                    queue_manager_id=worker_id,
+                    active_jobs=len(records),
+                    oldest_heartbeat=min(beats),
+                    newest_heartbeat=max(beats),
+                    entrypoints=sorted({r.entrypoint for r in records}),
+                )
+            )
+        workers.sort(key=lambda w: (w.oldest_heartbeat, str(w.queue_manager_id)))
+        return workers
+
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        self._require_schema()
+        now = self._now()
+        cutoff = now - timedelta(seconds=threshold_seconds)
+        stale = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if r.status == "picked" and (r.heartbeat or r.updated) < cutoff
+            ),
+            key=lambda r: (r.heartbeat or r.updated, r.id),
+        )[:limit]
+        return [
+            StaleJob(
+                id=r.id,
+                priority=r.priority,
+                queue_manager_id=r.queue_manager_id,
+                created=r.created,
+                updated=r.updated,
+                heartbeat=r.heartbeat or r.updated,
+                execute_after=r.execute_after,
+                status=r.status,
+                entrypoint=r.entrypoint,
+                seconds_since_heartbeat=(now - (r.heartbeat or r.updated)).total_seconds(),
+            )
+            for r in stale
+        ]
+
     async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
         self._require_schema()
         wanted = None if entrypoints is None else set(entrypoints)
@@ -568,19 +619,22 @@ class MemoryBackend:
             for r in self._jobs.values()
             if r.status == "queued" and (wanted is None or r.entrypoint in wanted)
         ]
+        now = self._now()
         for record in doomed:
-            self._release_key(record)
-            del self._jobs[record.id]
+            self._set_status(record, "deleted")
+            record.finished_at = now
+            record.updated = now
         return len(doomed)
 
-    async def list_failed(self, limit: int) -> list[Job]:
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
         self._require_schema()
+        statuses = ("failed",) if held_only else ("failed", "exception")
         failed = [
-            r
-            for r in self._jobs.values()
-            if r.status in ("failed", "exception") and r.finished_at is not None
+            r for r in self._jobs.values() if r.status in statuses and r.finished_at is not None
         ]
-        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=True)
+        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=not oldest_first)
         return [r.to_job() for r in failed[:limit]]
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:

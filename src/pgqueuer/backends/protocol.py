@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from pgqueuer.models import (
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     FiredTick,
@@ -45,6 +46,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
 )
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
@@ -166,12 +168,26 @@ class QueueBackend(Protocol):
 
     async def backlog(self) -> list[BacklogEntry]: ...
 
-    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
-        """Delete queued jobs (of those entrypoints, or all); return how many."""
+    async def active_workers(self) -> list[ActiveWorker]:
+        """Workers holding picked jobs: how many, their heartbeats and entrypoints."""
         ...
 
-    async def list_failed(self, limit: int) -> list[Job]:
-        """Jobs held as ``failed`` or ended as ``exception``, newest first."""
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        """Picked jobs whose heartbeat is older than the threshold, oldest heartbeat first."""
+        ...
+
+    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
+        """End queued jobs (of those entrypoints, or all) as ``deleted``; return how many.
+
+        Running jobs are left alone. The rows stay, like any finished job, until ``prune``.
+        """
+        ...
+
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
+        """Jobs held as ``failed`` or ended as ``exception`` (only ``failed`` when
+        ``held_only``), newest failure first (oldest first with ``oldest_first``)."""
         ...
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:

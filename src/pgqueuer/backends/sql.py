@@ -18,6 +18,7 @@ from pgqueuer.backends.protocol import CANCEL_NOTICE, NotificationCallback, Subs
 from pgqueuer.config import DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
@@ -34,6 +35,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
     result_status,
     tick_payload,
@@ -250,6 +252,37 @@ class SqlBackend:
     async def uninstall(self) -> None:
         await self.connector.execute(self.sql.drop_all)
 
+    # ---- catalog probes (pgqueuer 1.x ``Queries.has_table`` and friends) -----------------
+    # Not part of QueueBackend: only a database has a catalog. Bare names are looked up in
+    # our schema when one is configured, else on the search path.
+    def _relation(self, name: str) -> str:
+        return name if "." in name or not self.names.schema else f"{self.names.schema}.{name}"
+
+    async def _probe(self, statement: str, *args: Any) -> bool:
+        rows = await self.connector.fetch(statement, *args)
+        return bool(rows[0]["present"])
+
+    async def schema_exists(self, schema: str) -> bool:
+        return await self._probe(self.sql.schema_exists, schema)
+
+    async def has_table(self, table: str) -> bool:
+        return await self._probe(self.sql.table_exists, self._relation(table))
+
+    async def has_column(self, table: str, column: str) -> bool:
+        return await self._probe(self.sql.has_column, self._relation(table), column)
+
+    async def has_index(self, table: str, index: str) -> bool:
+        return await self._probe(self.sql.has_index, self._relation(table), index)
+
+    async def has_function(self, function: str) -> bool:
+        return await self._probe(self.sql.has_function, function, self.names.schema)
+
+    async def has_trigger(self, trigger: str) -> bool:
+        return await self._probe(self.sql.has_trigger, trigger, self.names.schema)
+
+    async def has_enum_label(self, label: str, type_name: str) -> bool:
+        return await self._probe(self.sql.has_enum_label, label, type_name)
+
     # ---- producers ----------------------------------------------------------------------
     def enqueue_statement(
         self, jobs: Sequence[NewJob], on_conflict: OnConflict
@@ -402,17 +435,49 @@ class SqlBackend:
             for row in rows
         ]
 
+    async def active_workers(self) -> list[ActiveWorker]:
+        return [
+            ActiveWorker(
+                queue_manager_id=UUID(str(row["queue_manager_id"])),
+                active_jobs=row["active_jobs"],
+                oldest_heartbeat=row["oldest_heartbeat"],
+                newest_heartbeat=row["newest_heartbeat"],
+                entrypoints=list(row["entrypoints"]),
+            )
+            for row in await self.connector.fetch(self.sql.active_workers)
+        ]
+
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        rows = await self.connector.fetch(self.sql.stale_jobs, float(threshold_seconds), limit)
+        return [
+            StaleJob(
+                id=JobId(row["id"]),
+                priority=row["priority"],
+                queue_manager_id=_as_uuid(row["queue_manager_id"]),
+                created=row["created"],
+                updated=row["updated"],
+                heartbeat=row["heartbeat"],
+                execute_after=row["execute_after"],
+                status=row["status"],
+                entrypoint=row["entrypoint"],
+                seconds_since_heartbeat=row["seconds_since_heartbeat"],
+            )
+            for row in rows
+        ]
+
     async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
         rows = await self.connector.fetch(
-            self.sql.clear_queue + " RETURNING id",
-            list(entrypoints) if entrypoints is not None else None,
+            self.sql.clear_queue, list(entrypoints) if entrypoints is not None else None
         )
         return len(rows)
 
-    async def list_failed(self, limit: int) -> list[Job]:
-        return [
-            job_from_row(row) for row in await self.connector.fetch(self.sql.list_failed, limit)
-        ]
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
+        statement = self.sql.list_failed_oldest if oldest_first else self.sql.list_failed
+        statuses = ["failed"] if held_only else ["failed", "exception"]
+        rows = await self.connector.fetch(statement, limit, statuses)
+        return [job_from_row(row) for row in rows]
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
         try:

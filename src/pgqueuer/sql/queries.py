@@ -44,6 +44,74 @@ APPLIED_VERSIONS: Final = "SELECT version FROM {migrations} ORDER BY version"
 
 RECORD_MIGRATION: Final = "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
 
+# Catalog probes (pgqueuer 1.x ``has_table`` and friends). Names travel as bound text; a
+# NULL schema means the current schema.
+SCHEMA_EXISTS: Final = (
+    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1::text) AS present"
+)
+
+HAS_COLUMN: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass($1::text) AND attname = $2::text
+      AND attnum > 0 AND NOT attisdropped
+) AS present
+"""
+
+HAS_INDEX: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid = to_regclass($1::text) AND c.relname = $2::text
+) AS present
+"""
+
+HAS_FUNCTION: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.proname = $1::text AND n.nspname = COALESCE($2::text, current_schema())
+) AS present
+"""
+
+HAS_TRIGGER: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_trigger t
+    JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE t.tgname = $1::text AND NOT t.tgisinternal
+      AND n.nspname = COALESCE($2::text, current_schema())
+) AS present
+"""
+
+HAS_ENUM_LABEL: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+    WHERE e.enumlabel = $1::text AND t.typname = $2::text
+) AS present
+"""
+
+# ---- SQL scripts (``pgq sql``, ``Queries.plan_upgrade``) -----------------------------------
+# Printed for people and other tools to run, so values cannot be bound: the only values
+# substituted are a migration's number and its file name, both validated by
+# ``pgqueuer.sql.script`` before they are inserted.
+
+SCRIPT_MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended('{migrations}', 0))"
+
+SCRIPT_RECORD_MIGRATION: Final = (
+    "INSERT INTO {migrations} (version, name) VALUES (:version, ':name') "
+    "ON CONFLICT (version) DO NOTHING"
+)
+
+# One migration that runs only when it is not recorded yet (``pgq sql upgrade``).
+SCRIPT_GUARDED_MIGRATION: Final = """DO $pgq_guard$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {migrations} WHERE version = :version) THEN
+        EXECUTE $pgq_migration$
+:body
+$pgq_migration$;
+        INSERT INTO {migrations} (version, name) VALUES (:version, ':name');
+    END IF;
+END
+$pgq_guard$"""
+
 DROP_ALL: Final = """
 DROP TABLE IF EXISTS {ticks};
 DROP TABLE IF EXISTS {schedules};
@@ -258,20 +326,43 @@ FROM {jobs} WHERE status = 'queued'
 GROUP BY entrypoint ORDER BY entrypoint
 """
 
-CLEAR_QUEUE: Final = """
-DELETE FROM {jobs} WHERE status = 'queued' AND ($1::text[] IS NULL OR entrypoint = ANY($1::text[]))
+# Cleared jobs end as 'deleted' (the 1.x vocabulary) and stay readable until retention.
+ACTIVE_WORKERS: Final = """
+SELECT queue_manager_id, count(*) AS active_jobs, min(heartbeat) AS oldest_heartbeat,
+       max(heartbeat) AS newest_heartbeat,
+       array_agg(DISTINCT entrypoint ORDER BY entrypoint) AS entrypoints
+FROM {jobs} WHERE status = 'picked' AND queue_manager_id IS NOT NULL
+GROUP BY queue_manager_id ORDER BY min(heartbeat), queue_manager_id
 """
 
-LIST_FAILED: Final = (
+STALE_JOBS: Final = """
+SELECT id, priority, queue_manager_id, created, updated, heartbeat, execute_after, status,
+       entrypoint, EXTRACT(EPOCH FROM now() - heartbeat)::float8 AS seconds_since_heartbeat
+FROM {jobs}
+WHERE status = 'picked' AND heartbeat < now() - make_interval(secs => $1::float8)
+ORDER BY heartbeat, id
+LIMIT $2::integer
+"""
+
+CLEAR_QUEUE: Final = """
+UPDATE {jobs} SET status = 'deleted', finished_at = now(), updated = now()
+WHERE status = 'queued' AND ($1::text[] IS NULL OR entrypoint = ANY($1::text[]))
+RETURNING id
+"""
+
+_LIST_FAILED_HEAD: Final = (
     """
 SELECT """
     + JOB_COLUMNS
     + """ FROM {jobs} j
-WHERE j.status IN ('failed', 'exception') AND j.finished_at IS NOT NULL
-ORDER BY j.finished_at DESC, j.id DESC
-LIMIT $1::integer
+WHERE j.status = ANY($2::text[]) AND j.finished_at IS NOT NULL
 """
 )
+
+LIST_FAILED: Final = (
+    _LIST_FAILED_HEAD + "ORDER BY j.finished_at DESC, j.id DESC\nLIMIT $1::integer\n"
+)
+LIST_FAILED_OLDEST: Final = _LIST_FAILED_HEAD + "ORDER BY j.finished_at, j.id\nLIMIT $1::integer\n"
 
 REQUEUE: Final = """
 WITH moved AS (
@@ -436,6 +527,15 @@ class Statements:
 
     create_schema: str
     table_exists: str
+    schema_exists: str
+    has_column: str
+    has_index: str
+    has_function: str
+    has_trigger: str
+    has_enum_label: str
+    script_migration_lock: str
+    script_record_migration: str
+    script_guarded_migration: str
     create_migrations_table: str
     applied_versions: str
     record_migration: str
@@ -459,8 +559,11 @@ class Statements:
     cancel_picked: str
     queue_size: str
     backlog: str
+    active_workers: str
+    stale_jobs: str
     clear_queue: str
     list_failed: str
+    list_failed_oldest: str
     requeue: str
     prune: str
     log_statistics: str
@@ -484,6 +587,15 @@ class Statements:
 _TEMPLATES: Final[dict[str, LiteralString]] = {
     "create_schema": CREATE_SCHEMA,
     "table_exists": TABLE_EXISTS,
+    "schema_exists": SCHEMA_EXISTS,
+    "has_column": HAS_COLUMN,
+    "has_index": HAS_INDEX,
+    "has_function": HAS_FUNCTION,
+    "has_trigger": HAS_TRIGGER,
+    "has_enum_label": HAS_ENUM_LABEL,
+    "script_migration_lock": SCRIPT_MIGRATION_LOCK,
+    "script_record_migration": SCRIPT_RECORD_MIGRATION,
+    "script_guarded_migration": SCRIPT_GUARDED_MIGRATION,
     "create_migrations_table": CREATE_MIGRATIONS_TABLE,
     "applied_versions": APPLIED_VERSIONS,
     "record_migration": RECORD_MIGRATION,
@@ -507,8 +619,11 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "cancel_picked": CANCEL_PICKED,
     "queue_size": QUEUE_SIZE,
     "backlog": BACKLOG,
+    "active_workers": ACTIVE_WORKERS,
+    "stale_jobs": STALE_JOBS,
     "clear_queue": CLEAR_QUEUE,
     "list_failed": LIST_FAILED,
+    "list_failed_oldest": LIST_FAILED_OLDEST,
     "requeue": REQUEUE,
     "prune": PRUNE,
     "log_statistics": LOG_STATISTICS,
