@@ -13,7 +13,7 @@ only make sense with that log table (``queue_log``, ``aggregate_logs``,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -33,6 +33,7 @@ from pgqueuer.models import (
     LogStatistics,
     NewJob,
     QueueStatistics,
+    Schedule,
     StaleJob,
     TracebackRecord,
 )
@@ -353,6 +354,32 @@ class Queries:
     async def requeue_jobs(self, ids: Sequence[JobId]) -> list[JobId]:
         """Put failed jobs back in the queue, runnable now, attempts reset; returns their ids."""
         return await self.backend.requeue(list(ids))
+
+    # ---- schedules ----------------------------------------------------------------------
+    async def peek_schedule(self) -> list[Schedule]:
+        """Every stored schedule, with its next and last run (1.x name)."""
+        return await self.backend.list_schedules()
+
+    async def delete_schedule(
+        self, ids: Collection[int] = (), entrypoints: Collection[str] = ()
+    ) -> list[str]:
+        """Delete the schedules with these ids or of these entrypoints; returns their names.
+
+        Their tick records go with them. A scheduler process still running one of them
+        stores it again when it next starts.
+        """
+        wanted_ids, wanted_entrypoints = set(ids), set(entrypoints)
+        names = [
+            s.name
+            for s in await self.backend.list_schedules()
+            if s.id in wanted_ids or s.entrypoint in wanted_entrypoints
+        ]
+        return await self.backend.delete_schedules(names) if names else []
+
+    async def clear_schedule(self) -> list[str]:
+        """Delete every stored schedule (1.x name); returns their names."""
+        names = [s.name for s in await self.backend.list_schedules()]
+        return await self.backend.delete_schedules(names) if names else []
 
     # ---- schema -------------------------------------------------------------------------
     async def install(self, create_schema: bool = True) -> list[int]:

@@ -285,3 +285,29 @@ def test_in_memory_queries_needs_an_in_memory_driver() -> None:
     assert InMemoryQueries(driver).backend is driver.backend
     with pytest.raises(TypeError, match="InMemoryDriver"):
         InMemoryQueries(object())
+
+
+async def test_schedule_calls_peek_delete_and_clear(driver: object) -> None:
+    queries = await installed(driver)
+    pgq = PgQueuer(driver)
+
+    @pgq.schedule("nightly", "0 3 * * *")
+    async def nightly(schedule: object) -> None: ...
+
+    @pgq.schedule("hourly", "0 * * * *")
+    async def hourly(schedule: object) -> None: ...
+
+    await pgq.sm.sync()
+    stored = await queries.peek_schedule()
+    assert sorted(s.entrypoint for s in stored) == ["hourly", "nightly"]
+    assert all(s.next_run > s.created for s in stored)
+
+    by_id = next(s for s in stored if s.entrypoint == "nightly").id
+    assert await queries.delete_schedule({by_id}, set()) == ["nightly"]
+    assert await queries.delete_schedule(set(), {"no_such_entrypoint"}) == []
+    assert [s.entrypoint for s in await queries.peek_schedule()] == ["hourly"]
+
+    await pgq.sm.sync()  # a running scheduler stores its schedules again
+    assert len(await queries.peek_schedule()) == 2
+    assert sorted(await queries.clear_schedule()) == ["hourly", "nightly"]
+    assert await queries.peek_schedule() == []
