@@ -80,6 +80,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results", help="directory for JSON and PNG")
     p.add_argument("--name", default="", help="file name stem (default: a timestamp)")
     p.add_argument("--plot", action="store_true", help="write throughput.png and latency.png")
+    p.add_argument(
+        "--private",
+        action="store_true",
+        help="run on a private cluster of the machine's PostgreSQL binaries (exact WAL)",
+    )
     g = p.add_argument_group("workload sizes")
     g.add_argument("--enqueue-batches", type=ints, default=[1, 100, 10_000])
     g.add_argument(
@@ -169,7 +174,15 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    meta, records = asyncio.run(measure(args))
+    if args.private:
+        from benchmarks.private_pg import private_cluster
+
+        with private_cluster() as dsn:
+            args.dsn = dsn
+            meta, records = asyncio.run(measure(args))
+        meta["server"]["private_cluster"] = "yes"
+    else:
+        meta, records = asyncio.run(measure(args))
     ceiling = meta["ceiling"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

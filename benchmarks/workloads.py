@@ -49,6 +49,8 @@ class Runner:
     pythons: dict[str, Path] = field(default_factory=dict)
     postmaster: int | None = None
     server: dict[str, str] = field(default_factory=dict)
+    # A command put in front of the client of a role (the profiler wraps workers in py-spy).
+    wrap: dict[str, list[str]] = field(default_factory=dict)
 
     async def prepare(self) -> None:
         for library in self.settings.libraries:
@@ -64,6 +66,7 @@ class Runner:
     async def client(self, library: str, cfg: dict[str, Any]) -> dict[str, Any]:
         cfg = {"driver": self.settings.driver, "pool_size": self.settings.pool_size, **cfg}
         process = await asyncio.create_subprocess_exec(
+            *self.wrap.get(cfg["role"], []),
             str(self.pythons[library]),
             str(CLIENT),
             json.dumps(cfg),
