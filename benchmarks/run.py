@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.ceiling import ceiling_table
 
         print(ceiling_table(ceiling))
+    if rows:
+        from benchmarks.targets import check, markdown
+
+        print(markdown(check(rows, ceiling)))
     print(f"wrote {path}")
     if args.plot:
         for written in report.plot(records, out):
