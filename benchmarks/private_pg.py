@@ -73,3 +73,25 @@ def private_cluster(*, statements: bool = False, port: int | None = None) -> Ite
             run("pg_ctl", "-D", str(data), "-w", "-m", "fast", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.private_pg [--statements] -- COMMAND...``: run COMMAND with
+    ``$PGDSN`` pointing at a private cluster that is stopped when it returns."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.private_pg", description=main.__doc__)
+    p.add_argument("--statements", action="store_true", help="load pg_stat_statements")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        p.error("give a command to run")
+    with private_cluster(statements=args.statements) as dsn:
+        print(f"private cluster: {dsn}", file=sys.stderr, flush=True)
+        return subprocess.run(command, env={**os.environ, "PGDSN": dsn}, check=False).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -129,6 +129,7 @@ def plot(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'); no plots written")
         return []
@@ -191,6 +192,11 @@ def plot(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
                 ys = [(i + 1) / len(values) for i in range(len(values))]
                 ax.plot(values, ys, label=library, color=colours.get(library))
             ax.set_xscale("log")
+            ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= ax.get_xlim()[1]]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            for level in (0.5, 0.99):
+                ax.axhline(level, color="grey", linewidth=0.6, linestyle=":")
             ax.set_title(f"enqueue-to-start, {rate:g} jobs/s")
             ax.set_xlabel("ms (log)")
             ax.set_ylabel("fraction of jobs")

@@ -112,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
         help="worker batch size for latency, sustained, backlog, scaling",
     )
     g.add_argument("--ceiling-seconds", type=float, default=5.0)
+    g.add_argument(
+        "--interleave-ceiling",
+        action="store_true",
+        help="after each drain/enqueue repeat, run the matching pgbench ceiling (same load)",
+    )
     return p
 
 
@@ -129,6 +134,8 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
         repeats=args.repeats,
         driver=args.driver,
         pool_size=args.pool_size,
+        interleave_ceiling=args.interleave_ceiling,
+        ceiling_seconds=args.ceiling_seconds,
     )
     runner = Runner(settings)
     await runner.prepare()
@@ -168,7 +175,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
 
             ceiling = await run_ceiling(args.dsn, seconds=args.ceiling_seconds)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    meta["ceiling"] = ceiling
+    meta["ceiling"] = runner.ceiling + ceiling
     return meta, runner.records
 
 

@@ -10,6 +10,7 @@ private-cluster run).
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,12 +40,12 @@ def _find(
 
 
 def _ceiling(ceiling: Sequence[dict[str, Any]], op: str, batch: int) -> dict[int, float]:
-    """jobs/s per client count for one op and batch (valid runs only)."""
-    return {
-        int(r["clients"]): float(r["jobs_per_s"])
-        for r in ceiling
-        if r["op"] == op and r["batch"] == batch and r["valid"] and r["jobs_per_s"]
-    }
+    """Median jobs/s per client count for one op and batch (valid runs only)."""
+    runs: dict[int, list[float]] = {}
+    for r in ceiling:
+        if r["op"] == op and r["batch"] == batch and r["valid"] and r["jobs_per_s"]:
+            runs.setdefault(int(r["clients"]), []).append(float(r["jobs_per_s"]))
+    return {clients: statistics.median(values) for clients, values in runs.items()}
 
 
 def _clients(n: int) -> str:

@@ -40,6 +40,8 @@ class Settings:
     driver: str = "conn"  # "conn": AsyncpgDriver(connection); "pool": AsyncpgPoolDriver
     pool_size: int = 4
     verbose: bool = True
+    interleave_ceiling: bool = False
+    ceiling_seconds: float = 5.0
 
 
 @dataclass
@@ -51,6 +53,8 @@ class Runner:
     server: dict[str, str] = field(default_factory=dict)
     # A command put in front of the client of a role (the profiler wraps workers in py-spy).
     wrap: dict[str, list[str]] = field(default_factory=dict)
+    # pgbench runs taken right after each repeat of drain and enqueue (interleave_ceiling)
+    ceiling: list[dict[str, Any]] = field(default_factory=list)
 
     async def prepare(self) -> None:
         for library in self.settings.libraries:
@@ -167,6 +171,21 @@ class Runner:
             )
         return record
 
+    async def ceiling_after(self, workload: str, batch: int, repeat: int) -> None:
+        """The ceiling a figure is quoted against, measured under the same load as it."""
+        if not self.settings.interleave_ceiling:
+            return
+        from benchmarks.ceiling import ceiling_for, run_ceiling
+
+        self.ceiling.extend(
+            await run_ceiling(
+                self.settings.dsn,
+                seconds=self.settings.ceiling_seconds,
+                matrix=ceiling_for(workload, batch),
+                tag={"after": workload, "repeat": repeat},
+            )
+        )
+
     # ---- workloads ------------------------------------------------------------------------
     async def enqueue(self, batches: Sequence[int], jobs: dict[int, int]) -> None:
         for batch in batches:
@@ -184,6 +203,7 @@ class Runner:
                         vacuum=False,
                     )
                     await self.drop(library)
+                await self.ceiling_after("enqueue", batch, repeat)
 
     async def drain(self, batches: Sequence[int], jobs: int) -> None:
         for batch in batches:
@@ -202,6 +222,7 @@ class Runner:
                     )
                     record["fill_seconds"] = fill_s
                     await self.drop(library)
+                await self.ceiling_after("drain", batch, repeat)
 
     async def latency(self, rates: Sequence[float], seconds: float, batch: int = 10) -> None:
         for rate in rates:
