@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -87,7 +88,13 @@ async def reset(dsn: str, rows: int) -> None:
 
 
 async def one(
-    dsn: str, op: str, batch: int, clients: int, seconds: float, workdir: Path
+    dsn: str,
+    op: str,
+    batch: int,
+    clients: int,
+    seconds: float,
+    workdir: Path,
+    before_run: Callable[[str], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     # Enough queued jobs that no run can use them up (the result says so when one did).
     rows = 0 if op == "enqueue" else (FILL_ROWS if batch >= 100 else FILL_ROWS // 3)
@@ -120,6 +127,8 @@ async def one(
         "-c", str(clients), "-j", str(threads), "-T", str(max(1, round(seconds))),
         *extra, "-f", f"{path}@1",
     ]  # fmt: skip
+    if before_run is not None:
+        await before_run(dsn)
     load = os.getloadavg()
     process = await asyncio.create_subprocess_exec(
         *command,
@@ -169,7 +178,12 @@ async def run_ceiling(
     seconds: float = 5.0,
     matrix: tuple[tuple[str, int, int], ...] = MATRIX,
     tag: dict[str, Any] | None = None,
+    before_run: Callable[[str], Awaitable[None]] | None = None,
+    after_run: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Run each (op, batch, clients) of ``matrix`` on a fresh database; the hooks get the
+    database's DSN before each pgbench run (after its fill) and after it (the profiler reads
+    pg_stat_statements there)."""
     if shutil.which("pgbench") is None:
         print("pgbench is not installed (apt-get install postgresql-client); no ceiling")
         return []
@@ -184,8 +198,10 @@ async def run_ceiling(
             await connection.close()
         with tempfile.TemporaryDirectory(prefix="pgq-ceiling-") as tmp:
             for op, batch, clients in matrix:
-                result = await one(dsn, op, batch, clients, seconds, Path(tmp))
+                result = await one(dsn, op, batch, clients, seconds, Path(tmp), before_run)
                 result.update(tag or {})
+                if after_run is not None:
+                    await after_run(dsn, result)
                 print(
                     f"  ceiling   {op:8} batch {batch:<6} clients {clients}  "
                     f"{result['jobs_per_s'] or 0:>10.0f} jobs/s  load {result['load_before'][0]}",

@@ -42,7 +42,8 @@ def free_port() -> int:
 @contextlib.contextmanager
 def private_cluster(*, statements: bool = False, port: int | None = None) -> Iterator[str]:
     """Yield the server-level DSN of a fresh cluster; ``statements`` loads pg_stat_statements
-    (track = all, so statements inside functions and DO blocks are counted too)."""
+    (track = all, so statements inside functions and DO blocks are counted too; planning
+    time is tracked as well)."""
     bindir = find_bindir()
     as_postgres = os.geteuid() == 0
     user = "postgres" if as_postgres else None
@@ -61,7 +62,8 @@ def private_cluster(*, statements: bool = False, port: int | None = None) -> Ite
     options = [f"-h 127.0.0.1 -p {port} -k {root}"]
     if statements:
         options.append(
-            "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+            "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all "
+            "-c pg_stat_statements.track_planning=on"
         )
     run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
     try:

@@ -29,6 +29,7 @@ from benchmarks.workloads import Runner, Settings
 
 STATEMENTS_SQL = """
 SELECT regexp_replace(query, '\\s+', ' ', 'g') AS query, calls, total_exec_time, rows,
+       plans, total_plan_time,
        wal_bytes::float8 AS wal_bytes, wal_fpi, shared_blks_hit, shared_blks_read,
        shared_blks_dirtied
 FROM pg_stat_statements
@@ -38,7 +39,8 @@ ORDER BY total_exec_time DESC
 
 # Set-up and measurement statements of the benchmark itself, not the library's work.
 OWN_STATEMENTS = re.compile(
-    r"pg_stat_|pg_current_wal_lsn|VACUUM|CHECKPOINT|pg_backend_pid|count\(\*\) FROM pg_stat",
+    r"pg_stat_|pg_current_wal_lsn|VACUUM|CHECKPOINT|pg_backend_pid|count\(\*\) FROM pg_stat"
+    r"|generate_series|^TRUNCATE|^CREATE|^DROP|^SHOW|count\(\*\) FROM jobs",
     re.IGNORECASE,
 )
 
@@ -60,6 +62,8 @@ async def statements(dsn: str, jobs: int) -> list[dict[str, Any]]:
                 "calls_per_job": row["calls"] / jobs,
                 "exec_us_per_job": row["total_exec_time"] * 1000 / jobs,
                 "mean_exec_us": row["total_exec_time"] * 1000 / row["calls"],
+                "plan_us_per_job": row["total_plan_time"] * 1000 / jobs,
+                "plans_per_call": row["plans"] / row["calls"],
                 "rows_per_call": row["rows"] / row["calls"],
                 "wal_bytes_per_job": row["wal_bytes"] / jobs,
                 "blocks_dirtied_per_job": row["shared_blks_dirtied"] / jobs,
@@ -76,8 +80,9 @@ async def reset_statements(dsn: str) -> None:
         await connection.close()
 
 
-def py_spy_summary(raw: Path, top: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+def py_spy_summary(raw: Path, top: int = 25, under: str = "Runner.run (") -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks, over
+    the samples taken inside the event loop (``under``): imports and start-up are left out."""
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -86,8 +91,10 @@ def py_spy_summary(raw: Path, top: int = 25) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if under and not any(f.startswith(under) for f in frames):
+            continue
+        total += count
         self_counts[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
@@ -152,6 +159,30 @@ async def profile_library(
     return result
 
 
+async def profile_ceiling(server_dsn: str, batch: int, seconds: float) -> dict[str, Any]:
+    """The pgbench cycle (1 client) at the same batch, with its statements."""
+    from benchmarks.ceiling import run_ceiling
+
+    captured: dict[str, Any] = {}
+
+    async def capture(dsn: str, result: dict[str, Any]) -> None:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        finally:
+            await admin.close()
+        jobs = int(result["rows_done"])
+        captured["statements"] = await statements(dsn, jobs)
+        captured["jobs"] = jobs
+        captured["jobs_per_s"] = result["jobs_per_s"]
+
+    await run_ceiling(
+        server_dsn, seconds=seconds, matrix=(("cycle", batch, 1),), before_run=reset_statements,
+        after_run=capture,
+    )  # fmt: skip
+    return captured
+
+
 def render(results: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     for res in results:
@@ -164,14 +195,7 @@ def render(results: list[dict[str, Any]]) -> str:
                         "wal_bytes_per_job", "wal_fpi_per_job", "peak_rss_mb"):  # fmt: skip
                 value = d.get(key)
                 lines.append(f"  {key:26} {'-' if value is None else f'{value:.2f}'}")
-            lines.append(f"  {'calls/job':>9} {'µs/job':>8} {'µs/call':>8} {'rows/call':>9} "
-                         f"{'WAL B/job':>9}  statement")  # fmt: skip
-            for st in part["statements"][:12]:
-                lines.append(
-                    f"  {st['calls_per_job']:9.4f} {st['exec_us_per_job']:8.1f} "
-                    f"{st['mean_exec_us']:8.1f} {st['rows_per_call']:9.1f} "
-                    f"{st['wal_bytes_per_job']:9.1f}  {st['query'][:90]}"
-                )
+            lines.extend(statement_lines(part["statements"]))
             spy = part.get("py_spy")
             if spy:
                 lines.append(f"  py-spy: {spy['samples']} samples; top self:")
@@ -184,13 +208,28 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace, dsn: str, spy_dir: Path | None) -> list[Any]:
+def statement_lines(rows: list[dict[str, Any]], top: int = 12) -> list[str]:
+    lines = [
+        f"  {'calls/job':>9} {'exec µs/job':>11} {'plan µs/job':>11} {'µs/call':>8} "
+        f"{'rows/call':>9} {'WAL B/job':>9}  statement"
+    ]
+    for st in rows[:top]:
+        lines.append(
+            f"  {st['calls_per_job']:9.4f} {st['exec_us_per_job']:11.1f} "
+            f"{st['plan_us_per_job']:11.1f} {st['mean_exec_us']:8.1f} "
+            f"{st['rows_per_call']:9.1f} {st['wal_bytes_per_job']:9.1f}  {st['query'][:80]}"
+        )
+    return lines
+
+
+async def main_async(args: argparse.Namespace, dsn: str, spy_dir: Path | None) -> dict[str, Any]:
     runner = Runner(Settings(dsn=dsn, libraries=args.libs.split(","), repeats=1))
     await runner.prepare()
     results = []
     for library in runner.settings.libraries:
         results.append(await profile_library(runner, library, args, spy_dir))
-    return results
+    ceiling = await profile_ceiling(dsn, args.batch, args.ceiling_seconds)
+    return {"libraries": results, "ceiling_cycle": ceiling}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--enqueue-batch", type=int, default=100)
     p.add_argument("--enqueue-jobs", type=int, default=50_000)
     p.add_argument("--py-spy", action="store_true", help="sample the worker with py-spy")
+    p.add_argument("--ceiling-seconds", type=float, default=5.0)
     p.add_argument("--out", default="benchmarks/results/profile.json")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pgq-spy-") as tmp:
@@ -208,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         with private_cluster(statements=True) as dsn:
             results = asyncio.run(main_async(args, dsn, spy_dir))
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(render(results))
+    print(render(results["libraries"]))
+    cycle = results["ceiling_cycle"]
+    if cycle:
+        print(f"## pgbench cycle, batch {args.batch}, 1 client: {cycle['jobs_per_s']:.0f} jobs/s")
+        print("\n".join(statement_lines(cycle["statements"])))
     print(f"wrote {args.out}")
     return 0
 

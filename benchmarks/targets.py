@@ -81,7 +81,7 @@ def check(summary: Sequence[dict[str, Any]], ceiling: Sequence[dict[str, Any]]) 
             ratio,
             ">= 3",
             None if ratio is None else ratio >= 3,
-            f"ours {ours or 0:,.0f} jobs/s, 1.6.0 {(row or {}).get('anchor') or 0:,.0f}",
+            _pair(row, ",.0f", " jobs/s"),
         )
         cycle = _ceiling(ceiling, "cycle", batch)
         for clients, limit in sorted(cycle.items()):
@@ -132,7 +132,7 @@ def check(summary: Sequence[dict[str, Any]], ceiling: Sequence[dict[str, Any]]) 
         p99,
         "< 10 ms",
         None if p99 is None else p99 < 10,
-        f"1.6.0 {(row or {}).get('anchor') or 0:.2f} ms",
+        _pair(row, ".2f", " ms"),
     )
 
     small = [r for r in summary if r["workload"] == "backlog" and r["figure"] == "jobs_per_s"]

@@ -90,11 +90,11 @@ class Runner:
         return list(await asyncio.gather(*(self.client(lib, cfg) for lib, cfg in specs)))
 
     # ---- databases ------------------------------------------------------------------------
-    def database_name(self, library: str) -> str:
-        return f"{pg.DATABASE_PREFIX}{library}_{os.getpid()}"
+    def database_name(self, library: str, suffix: str = "") -> str:
+        return f"{pg.DATABASE_PREFIX}{library}{suffix}_{os.getpid()}"
 
-    async def fresh(self, library: str) -> str:
-        dsn = await pg.create_database(self.settings.dsn, self.database_name(library))
+    async def fresh(self, library: str, suffix: str = "") -> str:
+        dsn = await pg.create_database(self.settings.dsn, self.database_name(library, suffix))
         await self.client(library, {"role": "install", "dsn": dsn})
         return dsn
 
@@ -106,8 +106,8 @@ class Runner:
         )
         return float(result["seconds"])
 
-    async def drop(self, library: str) -> None:
-        await pg.drop_database(self.settings.dsn, self.database_name(library))
+    async def drop(self, library: str, suffix: str = "") -> None:
+        await pg.drop_database(self.settings.dsn, self.database_name(library, suffix))
 
     # ---- one measured phase ---------------------------------------------------------------
     async def measure(
@@ -303,15 +303,17 @@ class Runner:
                 await self.drop(library)
 
     async def backlog(self, sizes: Sequence[int], window: int, batch: int) -> None:
-        for size in sizes:
-            for library in self.settings.libraries:
-                dsn: str | None = None
-                for repeat in range(self.settings.repeats):
-                    # A big backlog is filled once and each repeat takes `window` jobs off it
-                    # (it stays ~size deep); a backlog no deeper than the window is refilled.
-                    if dsn is None or size <= window:
-                        dsn = await self.fresh(library)
-                        await self.fill(library, dsn, size)
+        for library in self.settings.libraries:
+            filled: dict[int, str] = {}
+            for repeat in range(self.settings.repeats):
+                # Sizes alternate within each repeat, so load drift hits both alike. A big
+                # backlog is filled once and each repeat takes `window` jobs off it (it stays
+                # about `size` deep); one no deeper than the window is refilled every time.
+                order = list(sizes) if repeat % 2 == 0 else list(sizes)[::-1]
+                for size in order:
+                    if size not in filled or size <= window:
+                        filled[size] = await self.fresh(library, f"_q{size}")
+                        await self.fill(library, filled[size], size)
                     spec = {
                         "role": "work",
                         "mode": "continuous",
@@ -322,12 +324,13 @@ class Runner:
                     await self.measure(
                         "backlog",
                         library,
-                        dsn,
+                        filled[size],
                         {"queued": size, "window": min(window, size), "batch": batch},
                         [spec],
                         repeat=repeat,
                     )
-                await self.drop(library)
+            for size in filled:
+                await self.drop(library, f"_q{size}")
 
     async def scaling(self, processes: Sequence[int], jobs: int, batch: int) -> None:
         for count in processes:
