@@ -80,9 +80,13 @@ class Connections:
         return sum(known) if known and len(known) == len(values) else None
 
 
-async def connect(dsn: str, kind: str, pool_size: int) -> Connections:
+async def connect(
+    dsn: str, kind: str, pool_size: int, settings: dict[str, str] | None = None
+) -> Connections:
+    """``settings`` are server settings for every connection (what-if runs, such as
+    ``plan_cache_mode=force_generic_plan``); the library's own code is not touched."""
     if kind == "conn":
-        connection = await asyncpg.connect(dsn)
+        connection = await asyncpg.connect(dsn, server_settings=settings)
         return Connections(
             AsyncpgDriver(connection), connection.close, [connection.get_server_pid()]
         )
@@ -92,7 +96,9 @@ async def connect(dsn: str, kind: str, pool_size: int) -> Connections:
         pids.append(connection.get_server_pid())
 
     # min_size = max_size: every connection exists before timing starts, so its pid is known.
-    pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size, init=remember)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=pool_size, max_size=pool_size, init=remember, server_settings=settings
+    )
     return Connections(AsyncpgPoolDriver(pool), pool.close, pids)
 
 
@@ -105,14 +111,23 @@ class Meter:
     cpu: float = 0.0
     backend: float | None = None
 
+    user: float = 0.0
+    system: float = 0.0
+
     def start(self) -> None:
         self.wall = time.time()
         self.cpu = time.process_time()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.user, self.system = usage.ru_utime, usage.ru_stime
         self.backend = self.connections.backend_cpu()
 
     def report(self, end_wall: float | None = None) -> dict[str, Any]:
         backend_now = self.connections.backend_cpu()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
+            # user and kernel parts of client_cpu_s (the kernel part is mostly socket I/O)
+            "client_user_s": usage.ru_utime - self.user,
+            "client_system_s": usage.ru_stime - self.system,
             "started": self.wall,
             "seconds": (end_wall if end_wall is not None else time.time()) - self.wall,
             "client_cpu_s": time.process_time() - self.cpu,
@@ -153,7 +168,9 @@ async def enqueue_batches(queries: Queries, jobs: int, batch: int) -> None:
 
 
 async def role_enqueue(cfg: dict[str, Any], timed: bool) -> dict[str, Any]:
-    conns = await connect(cfg["dsn"], cfg.get("driver", "conn"), cfg.get("pool_size", 4))
+    conns = await connect(
+        cfg["dsn"], cfg.get("driver", "conn"), cfg.get("pool_size", 4), cfg.get("settings")
+    )
     try:
         queries = Queries(conns.driver)
         await wait_until(cfg.get("start_at"))
@@ -170,7 +187,9 @@ async def role_enqueue(cfg: dict[str, Any], timed: bool) -> dict[str, Any]:
 
 async def role_produce(cfg: dict[str, Any]) -> dict[str, Any]:
     """Paced (or unpaced) enqueues whose payload is the wall-clock time just before sending."""
-    conns = await connect(cfg["dsn"], cfg.get("driver", "conn"), cfg.get("pool_size", 4))
+    conns = await connect(
+        cfg["dsn"], cfg.get("driver", "conn"), cfg.get("pool_size", 4), cfg.get("settings")
+    )
     rate: float = cfg.get("rate", 0.0)
     batch: int = cfg["batch"]
     limit: int | None = cfg.get("jobs")
@@ -207,7 +226,9 @@ async def role_produce(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 async def role_work(cfg: dict[str, Any]) -> dict[str, Any]:
-    conns = await connect(cfg["dsn"], cfg.get("driver", "conn"), cfg.get("pool_size", 4))
+    conns = await connect(
+        cfg["dsn"], cfg.get("driver", "conn"), cfg.get("pool_size", 4), cfg.get("settings")
+    )
     pgq = PgQueuer(conns.driver)
     stop_after: int | None = cfg.get("stop_after")
     buckets: list[int] = []

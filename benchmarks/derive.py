@@ -75,6 +75,8 @@ def derive(record: dict[str, Any]) -> dict[str, Any]:
     out["client_cpu_s"] = client_cpu
     out["client_cpu_s_per_10k"] = client_cpu / jobs * 10_000
     out["client_cpu_us_per_job"] = client_cpu / jobs * 1e6
+    system = _sum_or_none([c.get("client_system_s") for c in measured])
+    out["client_system_share"] = system / client_cpu if system is not None and client_cpu else None
     backend = _sum_or_none([c.get("backend_cpu_s") for c in clients])
     out["backend_cpu_us_per_job"] = backend / jobs * 1e6 if backend is not None else None
     cluster = record.get("cluster_cpu_s")

@@ -53,8 +53,8 @@ async def statements(dsn: str, jobs: int) -> list[dict[str, Any]]:
         await connection.close()
     out = []
     for row in rows:
-        if OWN_STATEMENTS.search(row["query"]):
-            continue
+        if OWN_STATEMENTS.search(row["query"]) or not row["calls"]:
+            continue  # ours, or planned and never executed
         out.append(
             {
                 "query": row["query"][:160],
@@ -75,6 +75,7 @@ async def statements(dsn: str, jobs: int) -> list[dict[str, Any]]:
 async def reset_statements(dsn: str) -> None:
     connection = await asyncpg.connect(dsn)
     try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         await connection.execute("SELECT pg_stat_statements_reset()")
     finally:
         await connection.close()
@@ -190,7 +191,7 @@ def render(results: list[dict[str, Any]]) -> str:
             part = res[phase]
             d = part["derived"]
             lines.append(f"## {res['library']} {phase}: {d['jobs']} jobs, {d['jobs_per_s']:.0f}/s")
-            for key in ("client_cpu_us_per_job", "backend_cpu_us_per_job",
+            for key in ("client_cpu_us_per_job", "client_system_share", "backend_cpu_us_per_job",
                         "cluster_cpu_us_per_job", "xacts_per_job", "rows_written_per_job",
                         "wal_bytes_per_job", "wal_fpi_per_job", "peak_rss_mb"):  # fmt: skip
                 value = d.get(key)

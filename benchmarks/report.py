@@ -208,3 +208,43 @@ def plot(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary as Markdown: median (min-max) per library, ratio, load averages."""
+    lines = [
+        "| workload | parameters | figure | ours | 1.6.0 | ours/1.6.0 | load (1 min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        loads = sorted({x for lib in ("ours", "anchor") for x in row.get(f"{lib}_load", [])})
+        load = f"{loads[0]} to {loads[-1]}" if loads else ""
+        lines.append(
+            f"| {row['workload']} | {row['params']} | {row['figure']} | {_cell(row, 'ours')} | "
+            f"{_cell(row, 'anchor')} | {fmt(row.get('ratio'))} | {load} |"
+        )
+    return "\n".join(lines)
+
+
+def _cell(row: dict[str, Any], lib: str) -> str:
+    median = row.get(lib)
+    if median is None:
+        return "-"
+    lo, hi = row.get(f"{lib}_min"), row.get(f"{lib}_max")
+    spread = f" ({fmt(lo)} to {fmt(hi)})" if row.get(f"{lib}_n", 0) > 1 else ""
+    return fmt(median) + spread
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.report RUN.json``: the run's summary as Markdown."""
+    import sys
+
+    paths = list(argv if argv is not None else sys.argv[1:])
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        print(markdown_table(data["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -77,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
         help="1.x driver: AsyncpgDriver(connection) or AsyncpgPoolDriver(pool)",
     )
     p.add_argument("--pool-size", type=int, default=4)
+    p.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="server setting for the clients' connections (what-if runs), repeatable",
+    )
     p.add_argument("--out", default="benchmarks/results", help="directory for JSON and PNG")
     p.add_argument("--name", default="", help="file name stem (default: a timestamp)")
     p.add_argument("--plot", action="store_true", help="write throughput.png and latency.png")
@@ -135,6 +142,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
         driver=args.driver,
         pool_size=args.pool_size,
         interleave_ceiling=args.interleave_ceiling,
+        server_settings=dict(item.split("=", 1) for item in args.pg_setting),
         ceiling_seconds=args.ceiling_seconds,
     )
     runner = Runner(settings)

@@ -41,6 +41,8 @@ class Settings:
     pool_size: int = 4
     verbose: bool = True
     interleave_ceiling: bool = False
+    # server settings for the clients' connections (what-if runs); empty: server defaults
+    server_settings: dict[str, str] = field(default_factory=dict)
     ceiling_seconds: float = 5.0
 
 
@@ -68,7 +70,12 @@ class Runner:
 
     # ---- processes ------------------------------------------------------------------------
     async def client(self, library: str, cfg: dict[str, Any]) -> dict[str, Any]:
-        cfg = {"driver": self.settings.driver, "pool_size": self.settings.pool_size, **cfg}
+        cfg = {
+            "driver": self.settings.driver,
+            "pool_size": self.settings.pool_size,
+            "settings": self.settings.server_settings or None,
+            **cfg,
+        }
         process = await asyncio.create_subprocess_exec(
             *self.wrap.get(cfg["role"], []),
             str(self.pythons[library]),
