@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+if not __package__:  # run as a script (python benchmarks/run.py): make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks import report
 from benchmarks.envs import LIBRARIES, library_version
 from benchmarks.workloads import Runner, Settings
