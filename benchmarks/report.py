@@ -119,7 +119,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_json(path: Path, meta: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
     summary = summarise(records)
-    path.write_text(json.dumps({"meta": meta, "summary": summary, "records": records}, indent=1))
+    # compact: records carry every latency sample and 0.1 s bucket of every run
+    document = {"meta": meta, "summary": summary, "records": records}
+    path.write_text(json.dumps(document, separators=(",", ":")) + "\n")
 
 
 def plot(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
