@@ -12,6 +12,7 @@ Seed API                                   pgqueuer 1.x API
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Coroutine, MutableMapping
 from datetime import datetime, timedelta
@@ -20,7 +21,12 @@ from typing import Any, TypeVar
 
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.backends.resolve import resolve_backend
-from pgqueuer.config import DEFAULT_MAX_CRASHES, DEFAULT_RETENTION, DatabaseNames
+from pgqueuer.config import (
+    DEFAULT_MAX_CRASHES,
+    DEFAULT_RETENTION,
+    DatabaseNames,
+    names_from_environment,
+)
 from pgqueuer.core.executors import AbstractEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.core.scheduler import (
@@ -121,19 +127,35 @@ class PgQueuer:
         resources: MutableMapping[str, Any] | None = None,
         queries: object | None = None,
         *,
-        prefix: str = "",
+        prefix: str | None = None,
         schema: str | None = None,
+        names: DatabaseNames | None = None,
         owns_connection: bool = False,
     ) -> None:
-        self.names = DatabaseNames(prefix=prefix, schema=schema, channel=channel or "")
+        """As in pgqueuer 1.x, ``PgQueuer(driver)``; ``queries`` (a ``Queries``) wins over
+        the names given here. Names not given come from ``$PGQUEUER_PREFIX``,
+        ``$PGQUEUER_SCHEMA`` and ``$PGQUEUER_CHANNEL`` (the 1.x settings); the seed API's
+        constructors pass ``names`` explicitly instead."""
+        if queries is not None and not isinstance(queries, Queries):
+            raise TypeError(f"queries must be a Queries, got {type(queries).__name__}")
         self.connection = connection
-        self.backend: QueueBackend = resolve_backend(connection, self.names)
+        if isinstance(queries, Queries):
+            self.names = queries.names
+            self.backend: QueueBackend = queries.backend
+        else:
+            if names is None:
+                names = names_from_environment(
+                    os.environ, prefix=prefix, schema=schema, channel=channel
+                )
+            self.names = names
+            self.backend = resolve_backend(connection, self.names)
+        self.channel = self.names.channel
         self.resources: MutableMapping[str, Any] = resources if resources is not None else {}
         self.qm = QueueManager(self.backend, channel=self.names.channel, resources=self.resources)
         self.sm = SchedulerManager(self.backend, self.resources, worker=self.qm)
         self.shutdown = self.qm.shutdown
         self._owns_connection = owns_connection
-        self._queries: Queries | None = queries if isinstance(queries, Queries) else None
+        self._queries: Queries | None = queries
 
     # ---- constructors -------------------------------------------------------------------
     @classmethod
@@ -162,7 +184,7 @@ class PgQueuer:
         if url is not None and url.strip().lower() in MEMORY_URLS:
             return cls.in_memory()
         driver = await open_pool(url, max_size=pool_size, command_timeout=command_timeout)
-        return cls(driver, prefix=names.prefix, schema=names.schema, owns_connection=True)
+        return cls(driver, names=names, owns_connection=True)
 
     @classmethod
     async def from_embedded(
@@ -186,8 +208,12 @@ class PgQueuer:
     ) -> PgQueuer:
         """A PgQueuer on the in-memory backend: same semantics, no database, one process."""
         from pgqueuer.backends.inmemory_driver import InMemoryDriver
+        from pgqueuer.queries import InMemoryQueries
 
-        return cls(InMemoryDriver(), channel=channel, resources=resources)
+        driver = InMemoryDriver()
+        pg = cls(driver, channel=channel, resources=resources)
+        pg._queries = InMemoryQueries(driver)  # same backend; the 1.x type for isinstance
+        return pg
 
     @classmethod
     def from_asyncpg_connection(
@@ -296,6 +322,7 @@ class PgQueuer:
         grace: timedelta | float = 30.0,
         timeout: timedelta | float | None = None,
         retry: RetryPolicy | None = None,
+        concurrency_limit: int = 0,
     ) -> Callable[[F], F]:
         """Decorator: run the function on a cron ``expression``; see :class:`SchedulerManager`.
 
@@ -315,6 +342,7 @@ class PgQueuer:
             grace=grace,
             timeout=timeout,
             retry=retry,
+            concurrency_limit=concurrency_limit,
         )
 
     async def run(

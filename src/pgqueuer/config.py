@@ -7,6 +7,7 @@ so library behaviour never depends on the process environment by surprise.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -111,6 +112,27 @@ def _count(name: str, value: object, maximum: int | None = None) -> None:
         raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
     if maximum is not None and value > maximum:
         raise ConfigurationError(f"{name} must be at most {maximum}, got {value}")
+
+
+def names_from_environment(
+    environ: Mapping[str, str],
+    *,
+    prefix: str | None = None,
+    schema: str | None = None,
+    channel: str | None = None,
+) -> DatabaseNames:
+    """Names as pgqueuer 1.x configures them: explicit values first, else ``$PGQUEUER_PREFIX``,
+    ``$PGQUEUER_SCHEMA`` and ``$PGQUEUER_CHANNEL``, else the defaults.
+
+    Used by the 1.x constructors (``PgQueuer(driver)``, ``Queries(driver)``, ...), whose
+    contract is to follow these variables; the seed API's constructors take names only as
+    arguments.
+    """
+    return DatabaseNames(
+        prefix=prefix if prefix is not None else environ.get("PGQUEUER_PREFIX", ""),
+        schema=schema if schema is not None else (environ.get("PGQUEUER_SCHEMA") or None),
+        channel=channel if channel is not None else environ.get("PGQUEUER_CHANNEL", ""),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ Every exception the library raises on purpose derives from :class:`PgqError`
 
     PgqError
     ├── ConfigurationError (ValueError)        bad settings, identifiers, prefixes
-    │   └── CronError                          malformed or never-matching cron expressions
+    │   ├── CronError                          malformed or never-matching cron expressions
+    │   └── DuplicateScheduleError (RuntimeError)  a schedule name registered twice
     ├── UnknownTaskError (KeyError)            enqueue of a task name nobody registered
     ├── PayloadError (TypeError)               payload or result that is not JSON
     │   └── PayloadTooLarge                    payload above max_payload_bytes
@@ -41,6 +42,13 @@ class ConfigurationError(PgqError, ValueError):
 
 class CronError(ConfigurationError):
     """A cron expression or time zone is malformed or can never fire."""
+
+
+class DuplicateScheduleError(ConfigurationError, RuntimeError):
+    """A schedule name (or 1.x entrypoint and expression) is registered twice.
+
+    Also a ``RuntimeError``, which is what pgqueuer 1.x raises for the same mistake.
+    """
 
 
 class UnknownTaskError(PgqError, KeyError):
@@ -118,6 +126,23 @@ class RetryRequested(RetryException):
         self.delay = delay
         self.reason = reason
         super().__init__(reason or f"retry requested after {delay}")
+
+
+def retry_request(exc: BaseException) -> RetryRequested | None:
+    """The retry that ``exc`` asks for, or ``None``.
+
+    That is ``exc`` itself, or, for an exception group made only of retries (a
+    ``TaskGroup`` whose children raised ``RetryRequested``), the one with the longest delay.
+    A group that also holds another error is a failure, not a retry.
+    """
+    if isinstance(exc, RetryRequested):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [retry_request(inner) for inner in exc.exceptions]
+        retries = [retry for retry in found if retry is not None]
+        if retries and len(retries) == len(found):
+            return max(retries, key=lambda retry: retry.delay)
+    return None
 
 
 class JobCancelled(PgqError):

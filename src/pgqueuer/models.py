@@ -7,13 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import traceback
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from uuid import UUID
 
-from pgqueuer.types import JOB_STATUS, RESULT_STATUS, JobId
+from pgqueuer.types import EVENT_TYPES as EVENT_TYPES
+from pgqueuer.types import JOB_STATUS as JOB_STATUS
+from pgqueuer.types import OPERATIONS as OPERATIONS
+from pgqueuer.types import RESULT_STATUS
+from pgqueuer.types import Channel as Channel
+from pgqueuer.types import CronEntrypoint as CronEntrypoint
+from pgqueuer.types import CronExpression as CronExpression
+from pgqueuer.types import HealthCheckId as HealthCheckId
+from pgqueuer.types import JobId as JobId
+from pgqueuer.types import QueueEntrypoint as QueueEntrypoint
+from pgqueuer.types import QueueManagerId as QueueManagerId
+from pgqueuer.types import ScheduleId as ScheduleId
+from pgqueuer.types import Slot as Slot
 
 TERMINAL_STATUSES: Final = frozenset({"successful", "exception", "failed", "canceled", "deleted"})
 
@@ -65,8 +78,21 @@ class Job:
         return json.loads(self.payload)
 
     def header_section(self, key: str) -> dict[str, Any] | None:
+        """The nested dict under ``key`` in the headers, or ``None``."""
         value = (self.headers or {}).get(key)
         return value if isinstance(value, dict) else None
+
+    def logfire_headers(self) -> dict[str, Any] | None:
+        """The ``logfire`` section of the headers (1.x tracing propagation), or ``None``."""
+        return self.header_section("logfire")
+
+    def sentry_headers(self) -> dict[str, Any] | None:
+        """The ``sentry`` section of the headers, or ``None``."""
+        return self.header_section("sentry")
+
+    def otel_headers(self) -> dict[str, Any] | None:
+        """The ``otel`` (W3C trace context) section of the headers, or ``None``."""
+        return self.header_section("otel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +116,66 @@ class ErrorInfo:
             message=str(data.get("message", "")),
             traceback=str(data.get("traceback", "")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TracebackRecord:
+    """An error as pgqueuer 1.x reports it (``Log.traceback``)."""
+
+    job_id: JobId
+    timestamp: datetime
+    exception_type: str
+    exception_message: str
+    traceback: str
+    additional_context: dict[str, Any] | None = None
+
+    @classmethod
+    def from_exception(
+        cls,
+        exc: BaseException,
+        job_id: JobId,
+        additional_context: dict[str, Any] | None = None,
+    ) -> TracebackRecord:
+        return cls(
+            job_id=job_id,
+            timestamp=datetime.now(UTC),
+            exception_type=type(exc).__name__,
+            exception_message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            additional_context=additional_context,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """One state transition of a job, in the shape of a 1.x ``pgqueuer_log`` row.
+
+    We keep no log table: :meth:`pgqueuer.queries.Queries.job_log_history` rebuilds these
+    from the job's row (enqueue, latest start, outcome). ``aggregated`` is always False.
+    """
+
+    created: datetime
+    job_id: JobId
+    status: JOB_STATUS
+    priority: int
+    entrypoint: str
+    traceback: TracebackRecord | None = None
+    aggregated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckEvent:
+    """The answer to a LISTEN/NOTIFY round trip (``QueueManager.listener_healthy``)."""
+
+    channel: str
+    sent_at: datetime
+    id: UUID
+    received_at: datetime
+    type: Literal["health_check_event"] = "health_check_event"
+
+    @property
+    def latency(self) -> timedelta:
+        return self.received_at - self.sent_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +293,33 @@ class BacklogEntry:
     oldest_age_seconds: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveWorker:
+    """A worker (queue manager) that holds running jobs now (1.x ``active_workers``)."""
+
+    queue_manager_id: UUID
+    active_jobs: int
+    oldest_heartbeat: datetime
+    newest_heartbeat: datetime
+    entrypoints: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StaleJob:
+    """A running job whose last heartbeat is older than a threshold (1.x ``stale_jobs``)."""
+
+    id: JobId
+    priority: int
+    queue_manager_id: UUID | None
+    created: datetime
+    updated: datetime
+    heartbeat: datetime
+    execute_after: datetime
+    status: JOB_STATUS
+    entrypoint: str
+    seconds_since_heartbeat: float
+
+
 @dataclass(slots=True)
 class RescueReport:
     requeued: list[JobId] = field(default_factory=list)
@@ -222,10 +335,11 @@ class CancellationScope:
     worker instead.
     """
 
-    __slots__ = ("_task", "cancel_called")
+    __slots__ = ("_caught", "_task", "cancel_called")
 
     def __init__(self) -> None:
         self.cancel_called = False
+        self._caught = False
         self._task: asyncio.Task[Any] | None = None
 
     def __enter__(self) -> CancellationScope:
@@ -238,12 +352,18 @@ class CancellationScope:
         task, self._task = self._task, None
         if self.cancel_called and task is not None and exc_type is asyncio.CancelledError:
             # Absorb only the cancellation this scope caused, not an outer one.
-            return task.uncancel() == 0
+            self._caught = task.uncancel() == 0
+            return self._caught
         return False
 
     @property
     def entered(self) -> bool:
         return self._task is not None
+
+    @property
+    def cancelled_caught(self) -> bool:
+        """True once the scope has absorbed the cancellation it caused (as anyio's)."""
+        return self._caught
 
     def cancel(self) -> None:
         if self.cancel_called:
@@ -274,22 +394,36 @@ MissedPolicy = Literal["skip", "latest", "all"]
 SCHEDULE_ENTRYPOINT_PREFIX: Final = "schedule:"
 
 
+def schedule_task(name: str) -> str:
+    """The entrypoint of the jobs a schedule's ticks enqueue: ``schedule:<name>``."""
+    return SCHEDULE_ENTRYPOINT_PREFIX + name
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
-    """A schedule as registered by code: what to store for it."""
+    """A schedule as registered by code: what to store for it.
+
+    ``name`` identifies the schedule (unique); ``entrypoint`` is the pgqueuer 1.x entrypoint
+    it was registered under (the same as the name unless one entrypoint has several
+    expressions), which ``clean_old`` groups by.
+    """
 
     name: str
-    entrypoint: str  # the entrypoint of the job each tick enqueues
+    entrypoint: str
     expression: str
     timezone: str = "UTC"
     missed: MissedPolicy = "skip"
     max_catch_up: int = 100
     grace_seconds: float = 30.0
 
+    @property
+    def task(self) -> str:
+        return schedule_task(self.name)
+
 
 @dataclass(frozen=True, slots=True)
 class ScheduleState:
-    """A stored schedule that is due, as the planner sees it."""
+    """A stored schedule that is due, as the planner sees it: the stored definition."""
 
     id: int
     name: str
@@ -302,6 +436,10 @@ class ScheduleState:
     next_run: datetime
     last_run: datetime | None
 
+    @property
+    def task(self) -> str:
+        return schedule_task(self.name)
+
 
 @dataclass(frozen=True, slots=True)
 class TickPlan:
@@ -313,6 +451,8 @@ class TickPlan:
 
 @dataclass(frozen=True, slots=True)
 class FiredTick:
+    """A tick that became a job: the schedule's name, its fire time and the job's id."""
+
     schedule: str
     fire_at: datetime
     job_id: JobId
@@ -322,7 +462,9 @@ class FiredTick:
 class Schedule:
     """A stored schedule (the pgqueuer 1.x fields plus ours).
 
-    Handlers of a tick receive it with ``fire_at`` set to the tick's scheduled time.
+    Handlers of a tick receive it with ``fire_at`` set to the tick's scheduled time (and
+    ``manual`` when it was started by ``trigger`` rather than by the clock). ``heartbeat`` is
+    when a running scheduler last registered it (``seen_at`` in the table).
     """
 
     id: int
@@ -340,20 +482,36 @@ class Schedule:
     last_job_id: JobId | None = None
     last_status: JOB_STATUS | None = None
     fire_at: datetime | None = None
+    manual: bool = False
+    max_catch_up: int = 100
+    grace_seconds: float = 30.0
 
     @property
     def status(self) -> str:
+        """``paused`` or ``queued`` (the 1.x vocabulary; see ``schedule_state`` for more)."""
         return "paused" if self.paused else "queued"
 
+    @property
+    def task(self) -> str:
+        """The entrypoint of the jobs its ticks enqueue."""
+        return schedule_task(self.name)
 
-def tick_payload(state: ScheduleState, fire_at: datetime) -> bytes:
-    """The payload of the job a tick enqueues (JSON, readable in any tool)."""
+
+def tick_payload(state: ScheduleState, fire_at: datetime, *, manual: bool = False) -> bytes:
+    """The payload of the job a tick enqueues (JSON, readable in any tool).
+
+    It carries the definition the tick fired under, so the handler sees that schedule even
+    if the stored one has changed since.
+    """
     return json.dumps(
         {
             "schedule": state.name,
             "schedule_id": state.id,
+            "entrypoint": state.entrypoint,
             "expression": state.expression,
             "timezone": state.timezone,
+            "missed": state.missed,
             "fire_at": fire_at.isoformat(),
+            "manual": manual,
         }
     ).encode()

@@ -7,7 +7,9 @@ from typing import Literal, NewType
 from uuid import UUID
 
 JobId = NewType("JobId", int)
+QueueEntrypoint = NewType("QueueEntrypoint", str)
 QueueManagerId = NewType("QueueManagerId", UUID)
+HealthCheckId = NewType("HealthCheckId", UUID)
 ScheduleId = NewType("ScheduleId", int)
 Channel = NewType("Channel", str)
 CronEntrypoint = NewType("CronEntrypoint", str)
@@ -22,6 +24,12 @@ RESULT_STATUS = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 OnConflict = Literal["raise", "skip", "update_priority"]
 OnFailure = Literal["delete", "hold"]
+SortOrder = Literal["ASC", "DESC"]
+
+#: pgqueuer 1.x names for the kinds of its JSON notifications. Ours are tiny strings instead
+#: (see ``pgqueuer.backends.protocol``); the names stay importable for type annotations.
+OPERATIONS = Literal["insert", "update", "delete", "truncate"]
+EVENT_TYPES = Literal["table_changed_event", "cancellation_event", "health_check_event"]
 
 
 class QueueExecutionMode(enum.Enum):

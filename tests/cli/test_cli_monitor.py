@@ -131,3 +131,47 @@ def test_bad_channel_name(db: Pgq) -> None:
     result = db("listen", "--channel", "Not-Valid")
     assert result.code == 1
     assert result.err_lines[0].startswith("pgq: error: channel name")
+
+
+def crashed_worker(db: Pgq, sql: Callable[..., Any], silent_for: str) -> tuple[int, str]:
+    """A job left picked by a worker that stopped heartbeating ``silent_for`` ago."""
+    job_id = int(db("queue", "report").out)
+    worker = "8a3c1f0e-0000-4000-8000-000000000001"
+    sql(
+        "UPDATE pgqueuer SET status = 'picked', queue_manager_id = $1::uuid, attempts = 1, "
+        "heartbeat = now() - $2::text::interval WHERE id = $3",
+        worker,
+        silent_for,
+        job_id,
+    )
+    return job_id, worker
+
+
+def test_stale(db: Pgq, sql: Callable[..., Any]) -> None:
+    assert db("stale").out == "no running job has gone 300s without a heartbeat\n"
+    job_id, worker = crashed_worker(db, sql, "10 minutes")
+    result = db("stale")
+    assert result.code == 0
+    header, _, row = result.out.splitlines()
+    assert header.split() == ["ID", "ENTRYPOINT", "WORKER", "LAST", "HEARTBEAT", "SILENT", "FOR"]
+    assert row.split()[:3] == [str(job_id), "report", worker]
+    assert row.split()[-1].startswith("10m")
+    assert db("stale", "-t", "3600").out.startswith("no running job has gone 3600s")
+    (entry,) = json.loads(db("stale", "--json").out)
+    assert entry["id"] == job_id and entry["queue_manager_id"] == worker
+    assert 590 < entry["seconds_since_heartbeat"] < 3600
+
+
+def test_workers(db: Pgq, sql: Callable[..., Any]) -> None:
+    assert db("workers").out == "no worker is running a job\n"
+    _, worker = crashed_worker(db, sql, "1 second")
+    crashed_worker(db, sql, "2 seconds")
+    result = db("workers")
+    assert result.code == 0
+    header, _, row = result.out.splitlines()
+    assert header.split()[:2] == ["WORKER", "RUNNING"]
+    assert row.split()[:2] == [worker, "2"] and row.split()[-1] == "report"
+    (entry,) = json.loads(db("workers", "--json").out)
+    assert entry["queue_manager_id"] == worker and entry["active_jobs"] == 2
+    assert entry["entrypoints"] == ["report"]
+    assert entry["oldest_heartbeat"] < entry["newest_heartbeat"]

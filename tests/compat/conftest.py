@@ -1,8 +1,13 @@
-"""A pgqueuer 1.x driver per test: asyncpg, psycopg (both on a fresh database) and memory."""
+"""A pgqueuer 1.x driver per test: asyncpg, psycopg (both on a fresh database) and memory.
+
+``driver`` is the driver a 1.x application would build; ``new_driver()`` opens another one
+of the same kind on the same database (for a second worker, a producer...). Everything a
+test opens is closed afterwards.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import psycopg
@@ -10,6 +15,8 @@ import pytest
 
 from pgqueuer import InMemoryDriver
 from pgqueuer.db import AsyncpgDriver, PsycopgDriver
+
+DriverFactory = Callable[[], Awaitable[object]]
 
 
 @pytest.fixture(
@@ -19,20 +26,35 @@ from pgqueuer.db import AsyncpgDriver, PsycopgDriver
         pytest.param("psycopg", marks=pytest.mark.postgres),
     ]
 )
-async def driver(request: pytest.FixtureRequest) -> AsyncIterator[object]:
-    if request.param == "memory":
-        yield InMemoryDriver()
-        return
-    url: str = request.getfixturevalue("database_url")
-    if request.param == "asyncpg":
-        connection = await asyncpg.connect(url)
-        try:
-            yield AsyncpgDriver(connection)
-        finally:
-            await connection.close()
-    else:
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def new_driver(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[DriverFactory]:
+    memory = InMemoryDriver()
+    url: str | None = request.getfixturevalue("database_url") if kind != "memory" else None
+    opened: list[asyncpg.Connection | psycopg.AsyncConnection[object]] = []
+
+    async def make() -> object:
+        if kind == "memory":
+            return memory  # one process, one store: every "connection" sees the same jobs
+        assert url is not None
+        if kind == "asyncpg":
+            connection = await asyncpg.connect(url)
+            opened.append(connection)
+            return AsyncpgDriver(connection)
         aconn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-        try:
-            yield PsycopgDriver(aconn)
-        finally:
-            await aconn.close()
+        opened.append(aconn)
+        return PsycopgDriver(aconn)
+
+    try:
+        yield make
+    finally:
+        for connection in opened:
+            await connection.close()
+
+
+@pytest.fixture
+async def driver(new_driver: DriverFactory) -> object:
+    return await new_driver()

@@ -11,12 +11,20 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 import pytest
 
+from pgqueuer.backends.asyncpg_driver import AsyncpgPoolDriver
+from pgqueuer.backends.connector import Connector
 from pgqueuer.backends.memory import MemoryBackend
 from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.backends.sql import SqlBackend
 
-BACKEND_KINDS = ["memory"]
+BACKEND_KINDS = [
+    "memory",
+    pytest.param("asyncpg", marks=pytest.mark.postgres),
+    pytest.param("psycopg", marks=pytest.mark.postgres),
+]
 
 #: The type of the ``wait_until`` fixture, for test signatures.
 WaitUntil = Callable[..., Awaitable[None]]
@@ -28,18 +36,42 @@ async def make_backend(kind: str, request: pytest.FixtureRequest) -> AsyncIterat
 
     ``request`` lets a kind that needs a database ask for the per-test database fixtures.
     """
-    backend: QueueBackend
     if kind == "memory":
-        backend = MemoryBackend()
-    # SQL kinds are added here, e.g. building a SqlBackend on
-    # request.getfixturevalue("database_url").
-    else:
-        raise ValueError(f"unknown backend kind {kind!r}")
-    try:
+        memory = MemoryBackend()
+        try:
+            await memory.migrate()
+            yield memory
+        finally:
+            await memory.close()
+        return
+    url: str = request.getfixturevalue("database_url")
+    async with _sql_driver(kind, url) as driver:
+        backend = SqlBackend(driver)
         await backend.migrate()
         yield backend
-    finally:
-        await backend.close()
+
+
+@asynccontextmanager
+async def _sql_driver(kind: str, url: str) -> AsyncIterator[Connector]:
+    """A pool (asyncpg) or one autocommit connection (psycopg) on ``url``, closed after."""
+    if kind == "asyncpg":
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+        try:
+            yield AsyncpgPoolDriver(pool)
+        finally:
+            await pool.close()
+    elif kind == "psycopg":
+        import psycopg
+
+        from pgqueuer.backends.psycopg_driver import PsycopgDriver
+
+        connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            yield PsycopgDriver(connection)
+        finally:
+            await connection.close()
+    else:
+        raise ValueError(f"unknown backend kind {kind!r}")
 
 
 @pytest.fixture(params=BACKEND_KINDS)

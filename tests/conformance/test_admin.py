@@ -209,18 +209,29 @@ async def test_log_statistics(backend: QueueBackend, wait_until: WaitUntil) -> N
 # ---- clearing, failed jobs, retention -------------------------------------------------------
 
 
-async def test_clear_queue_deletes_queued_jobs_only(backend: QueueBackend) -> None:
-    a1, _, b1, _ = await enqueue(backend, "a", "a", "b", "b")
+async def test_clear_queue_ends_queued_jobs_only(backend: QueueBackend) -> None:
+    a1, a2, b1, b2 = await enqueue(backend, "a", "a", "b", "b")
     (picked,) = await claim(backend, "a", batch=1)
     assert picked.id == a1
     done = await run(backend, "c", "successful")
     assert await backend.clear_queue(["a"]) == 1
-    assert await backend.fetch_job(b1) is not None
+    assert dict(await backend.job_statuses([a2, b1])) == {a2: "deleted", b1: "queued"}
     assert await backend.clear_queue(None) == 2
-    assert await backend.fetch_job(b1) is None
     assert await backend.clear_queue(None) == 0
-    assert dict(await backend.job_statuses([a1, done])) == {a1: "picked", done: "successful"}
+    statuses = dict(await backend.job_statuses([a1, b1, b2, done]))
+    assert statuses == {a1: "picked", b1: "deleted", b2: "deleted", done: "successful"}
+    cleared = await backend.fetch_result(b1)
+    assert cleared is not None and cleared.status == "cancelled"
+    assert cleared.finished_at is not None
     assert await backend.queue_size() == [QueueStatistics(1, "a", 0, "picked")]
+    assert await backend.claim([EntrypointLimit("b")], 10, uuid4(), 30.0) == []
+
+
+async def test_clear_queue_frees_dedupe_keys(backend: QueueBackend) -> None:
+    await backend.enqueue([NewJob("a", None, dedupe_key="k")], "raise")
+    assert await backend.clear_queue(None) == 1
+    (again,) = await backend.enqueue([NewJob("a", None, dedupe_key="k")], "raise")
+    assert again is not None
 
 
 async def test_list_failed_newest_first(backend: QueueBackend, wait_until: WaitUntil) -> None:
@@ -239,6 +250,11 @@ async def test_list_failed_newest_first(backend: QueueBackend, wait_until: WaitU
         (newer_id, "exception"),
     ]
     assert [job.id for job in await backend.list_failed(1)] == [older_id]
+    assert [job.id for job in await backend.list_failed(10, oldest_first=True)] == [
+        newer_id,
+        older_id,
+    ]
+    assert [job.id for job in await backend.list_failed(10, held_only=True)] == [older_id]
 
 
 async def test_requeue_failed_jobs(backend: QueueBackend) -> None:
@@ -301,3 +317,40 @@ async def test_uninstall_then_migrate_again(backend: QueueBackend) -> None:
     assert applied and applied[0] == 1 and applied == sorted(applied)
     assert await backend.schema_version() == applied[-1] == version
     assert await backend.queue_size() == []  # the jobs went with the schema
+
+
+# ---- workers and stale jobs -----------------------------------------------------------------
+
+
+async def test_active_workers(backend: QueueBackend) -> None:
+    assert await backend.active_workers() == []
+    await enqueue(backend, "a", "a", "b", "c")
+    first, second = uuid4(), uuid4()
+    taken_first = await backend.claim([EntrypointLimit("a"), EntrypointLimit("b")], 3, first, 30)
+    assert len(taken_first) == 3
+    (taken_second,) = await backend.claim([EntrypointLimit("c")], 5, second, 30.0)
+    workers = {w.queue_manager_id: w for w in await backend.active_workers()}
+    assert set(workers) == {first, second}
+    assert (workers[first].active_jobs, workers[first].entrypoints) == (3, ["a", "b"])
+    assert (workers[second].active_jobs, workers[second].entrypoints) == (1, ["c"])
+    assert workers[first].oldest_heartbeat <= workers[first].newest_heartbeat
+    done = taken_second
+    assert await backend.finish([Outcome(done.id, done.lease, "successful")])
+    assert [w.queue_manager_id for w in await backend.active_workers()] == [first]
+
+
+async def test_stale_jobs(backend: QueueBackend, wait_until: WaitUntil) -> None:
+    await enqueue(backend, "a", "a")
+    worker = uuid4()
+    claimed = await backend.claim([EntrypointLimit("a")], 2, worker, 30.0)
+    assert await backend.stale_jobs(threshold_seconds=3600, limit=10) == []
+    await store_time_passes(backend, wait_until, max(job.heartbeat for job in claimed))
+    stale = await backend.stale_jobs(threshold_seconds=0, limit=10)
+    assert sorted(job.id for job in stale) == sorted(job.id for job in claimed)
+    assert all(job.queue_manager_id == worker and job.status == "picked" for job in stale)
+    assert all(job.seconds_since_heartbeat > 0 for job in stale)
+    assert len(await backend.stale_jobs(threshold_seconds=0, limit=1)) == 1
+    # A heartbeat makes a job fresh again.
+    await backend.heartbeat([Lease(claimed[0].id, claimed[0].lease)], 30.0)
+    fresh = await backend.stale_jobs(threshold_seconds=3600, limit=10)
+    assert fresh == []

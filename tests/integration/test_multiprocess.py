@@ -86,10 +86,19 @@ async def test_concurrency_limit_one_holds_across_four_processes(database_url: s
             "0.005",
         )
         assert codes == [0, 0, 0, 0]
+        peak = await connection.fetchval("SELECT peak FROM gauge")
+        per_process = sorted(
+            row["n"]
+            for row in await connection.fetch("SELECT count(*) AS n FROM ledger GROUP BY pid")
+        )
+        # The figure the benchmarks report (visible with pytest -s).
+        print(
+            f"\nconcurrency_limit=1, 4 processes, {LIMIT_JOBS} jobs: peak concurrency {peak}, "
+            f"runs per process {per_process}"
+        )
         assert await connection.fetchval("SELECT count(DISTINCT job_id) FROM ledger") == LIMIT_JOBS
-        assert await connection.fetchval("SELECT peak FROM gauge") == 1
-        pids = await connection.fetchval("SELECT count(DISTINCT pid) FROM ledger")
-        assert pids == 4, "every process should have competed for the one slot"
+        assert peak == 1
+        assert len(per_process) == 4, "every process should have competed for the one slot"
         assert (
             await connection.fetchval("SELECT count(*) FROM pgqueuer WHERE status <> 'successful'")
             == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -187,14 +186,6 @@ def test_time_zone_must_be_a_string() -> None:
 def test_validate_timezone_returns_the_zone() -> None:
     assert validate_timezone("Europe/Oslo") == OSLO
     assert validate_timezone("Etc/GMT+5").key == "Etc/GMT+5"
-
-
-def test_missing_extra_is_reported_when_a_schedule_is_parsed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "cronsim", None)  # makes `import cronsim` fail
-    with pytest.raises(ImportError, match=r"pip install 'pgqueuer\[cron\]'"):
-        CronExpression.parse("* * * * *")
 
 
 def test_explain() -> None:
@@ -498,7 +489,10 @@ TRANSITIONS = {name: transition_days(ZoneInfo(name)) for name in ZONES}
 
 
 def field(name: str) -> st.SearchStrategy[str]:
-    low, high = WRITTEN[name]
+    return field_between(*WRITTEN[name])
+
+
+def field_between(low: int, high: int) -> st.SearchStrategy[str]:
     number = st.integers(low, high).map(str)
     span = st.tuples(st.integers(low, high), st.integers(low, high)).map(
         lambda pair: f"{min(pair)}-{max(pair)}"
@@ -559,3 +553,104 @@ def test_fire_times_match_brute_force(case: tuple[str, str, datetime]) -> None:
         previous = current
     assert list(cron.fire_times(start, fired[-1])) == fired
     assert Counter(fired).most_common(1)[0][1] == 1
+
+
+# ---- any string at all (reliability plan I4) -------------------------------------------------
+
+CRON_ALPHABET = st.sampled_from(list("0123456789*/,-LW#? @abcdefghijklmnopqrstuvwxyzJANFEBMONSU"))
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.text(CRON_ALPHABET, max_size=40),
+        st.lists(st.text(CRON_ALPHABET, min_size=1, max_size=6), min_size=1, max_size=7).map(
+            " ".join
+        ),
+    ),
+    st.sampled_from(["UTC", "Europe/Oslo", "America/New_York"]),
+)
+def test_any_string_parses_or_raises_cron_error(expression: str, zone: str) -> None:
+    """Only CronError ever escapes; what parses has strictly increasing fire times."""
+    try:
+        cron = CronExpression.parse(expression, zone)
+    except CronError:
+        return
+    start = utc(2026, 3, 28)
+    first = cron.next_after(start)
+    second = cron.next_after(first)
+    assert start < first < second
+
+
+# ---- six fields (seconds first), brute force per second ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SecondsMatcher:
+    """The documented rule for 6-field expressions: a second set on top of the 5 fields."""
+
+    seconds: set[int]
+    rest: Matcher
+
+    @classmethod
+    def of(cls, expression: str) -> SecondsMatcher:
+        second, rest = expression.split(" ", 1)
+        return cls(expand(second, 0, 59), Matcher.of(rest))
+
+    def __call__(self, wall: datetime) -> bool:
+        return (
+            not wall.microsecond
+            and wall.second in self.seconds
+            and self.rest(wall.replace(second=0))
+        )
+
+    def gap_ends_at(self, instant: datetime, zone: ZoneInfo) -> bool:
+        before = (instant - timedelta(seconds=1)).astimezone(zone).utcoffset()
+        after = instant.astimezone(zone).utcoffset()
+        if before is None or after is None or after <= before:
+            return False
+        wall = instant.astimezone(zone).replace(tzinfo=None)
+        gap = int((after - before).total_seconds())
+        return any(self(wall - timedelta(seconds=s)) for s in range(1, gap + 1))
+
+    def fires_at(self, instant: datetime, zone: ZoneInfo) -> bool:
+        local = instant.astimezone(zone)
+        if self(local.replace(tzinfo=None)):
+            return not (self.rest.fixed_time and local.fold == 1)
+        return self.rest.fixed_time and self.gap_ends_at(instant, zone)
+
+
+# Half of them restrict only the time of day, so the per-second scan crosses minute and hour
+# boundaries (and the daylight-saving changes near the start times) often.
+TIME_OF_DAY = st.tuples(field("minute"), field("hour")).map(lambda mh: f"{mh[0]} {mh[1]} * * *")
+SIX_FIELDS = st.tuples(field_between(0, 59), st.one_of(EXPRESSIONS, TIME_OF_DAY)).map(" ".join)
+
+
+@st.composite
+def six_field_cases(draw: st.DrawFn) -> tuple[str, str, datetime]:
+    zone = draw(st.sampled_from(ZONES))
+    return draw(SIX_FIELDS), zone, draw(starts(zone))
+
+
+@settings(max_examples=100, deadline=None)
+@given(six_field_cases())
+def test_six_field_fire_times_match_brute_force(case: tuple[str, str, datetime]) -> None:
+    expression, zone_name, start = case
+    cron = CronExpression.parse(expression, zone_name)
+    assert cron.has_seconds
+    zone = ZoneInfo(zone_name)
+    matcher = SecondsMatcher.of(expression)
+    budget = 20_000  # seconds of brute-force scanning per example
+    previous = start
+    for _ in range(15):
+        current = cron.next_after(previous)
+        assert current > previous
+        assert matcher.fires_at(current, zone), (expression, zone_name, current)
+        if current - previous <= timedelta(hours=2) and budget > 0:
+            probe = previous.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            while probe < current:
+                assert not matcher.fires_at(probe, zone), ("skipped", expression, probe)
+                probe += timedelta(seconds=1)
+                budget -= 1
+        previous = current

@@ -34,6 +34,7 @@ from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
     TERMINAL_STATUSES,
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
@@ -50,6 +51,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
     result_status,
     tick_payload,
@@ -190,7 +192,7 @@ class MemoryBackend:
         self._installed_version: int | None = None
         self._listeners: list[NotificationCallback] = []
         self._schedules: dict[str, _ScheduleRecord] = {}
-        self._ticks: set[tuple[int, datetime]] = set()
+        self._ticks: set[tuple[int, datetime]] = set()  # (schedule id, fire time)
         self._next_schedule_id = 1
 
     # ---- helpers ------------------------------------------------------------------------
@@ -572,6 +574,55 @@ class MemoryBackend:
             for name in sorted(queued)
         ]
 
+    async def active_workers(self) -> list[ActiveWorker]:
+        self._require_schema()
+        by_worker: defaultdict[UUID, list[_Record]] = defaultdict(list)
+        for record in self._jobs.values():
+            if record.status == "picked" and record.queue_manager_id is not None:
+                by_worker[record.queue_manager_id].append(record)
+        workers = []
+        for worker_id, records in by_worker.items():
+            beats = [r.heartbeat or r.updated for r in records]
+            workers.append(
+                ActiveWorker(
+                    queue_manager_id=worker_id,
+                    active_jobs=len(records),
+                    oldest_heartbeat=min(beats),
+                    newest_heartbeat=max(beats),
+                    entrypoints=sorted({r.entrypoint for r in records}),
+                )
+            )
+        workers.sort(key=lambda w: (w.oldest_heartbeat, str(w.queue_manager_id)))
+        return workers
+
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        self._require_schema()
+        now = self._now()
+        cutoff = now - timedelta(seconds=threshold_seconds)
+        stale = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if r.status == "picked" and (r.heartbeat or r.updated) < cutoff
+            ),
+            key=lambda r: (r.heartbeat or r.updated, r.id),
+        )[:limit]
+        return [
+            StaleJob(
+                id=r.id,
+                priority=r.priority,
+                queue_manager_id=r.queue_manager_id,
+                created=r.created,
+                updated=r.updated,
+                heartbeat=r.heartbeat or r.updated,
+                execute_after=r.execute_after,
+                status=r.status,
+                entrypoint=r.entrypoint,
+                seconds_since_heartbeat=(now - (r.heartbeat or r.updated)).total_seconds(),
+            )
+            for r in stale
+        ]
+
     async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
         self._require_schema()
         wanted = None if entrypoints is None else set(entrypoints)
@@ -580,19 +631,22 @@ class MemoryBackend:
             for r in self._jobs.values()
             if r.status == "queued" and (wanted is None or r.entrypoint in wanted)
         ]
+        now = self._now()
         for record in doomed:
-            self._release_key(record)
-            del self._jobs[record.id]
+            self._set_status(record, "deleted")
+            record.finished_at = now
+            record.updated = now
         return len(doomed)
 
-    async def list_failed(self, limit: int) -> list[Job]:
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
         self._require_schema()
+        statuses = ("failed",) if held_only else ("failed", "exception")
         failed = [
-            r
-            for r in self._jobs.values()
-            if r.status in ("failed", "exception") and r.finished_at is not None
+            r for r in self._jobs.values() if r.status in statuses and r.finished_at is not None
         ]
-        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=True)
+        failed.sort(key=lambda r: (r.finished_at, r.id), reverse=not oldest_first)
         return [r.to_job() for r in failed[:limit]]
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
@@ -696,22 +750,28 @@ class MemoryBackend:
         now = self._now()
         due = [
             record
-            for name in names
+            for name in dict.fromkeys(names)
             if (record := self._schedules.get(name)) is not None
             and not record.paused
             and record.next_run <= now
         ]
         fired: list[FiredTick] = []
-        for record in sorted(due, key=lambda r: r.next_run):
+        for record in sorted(due, key=lambda r: (r.next_run, r.spec.name)):
             fired.extend(await self._fire(record, planner(record.state(), now)))
         return fired
 
-    async def _fire(self, record: _ScheduleRecord, plan: TickPlan) -> list[FiredTick]:
+    async def _fire(
+        self, record: _ScheduleRecord, plan: TickPlan, *, manual: bool = False
+    ) -> list[FiredTick]:
+        # Nothing here yields to the event loop (enqueue never awaits anything real), so the
+        # check of the tick key and the insert are one step for every other task, as the
+        # unique key makes them one step in SQL.
+        now = self._now()
         fresh = sorted(at for at in set(plan.fire_at) if (record.id, at) not in self._ticks)
         fired: list[FiredTick] = []
         if fresh:
             state = record.state()
-            jobs = [NewJob(state.entrypoint, tick_payload(state, at)) for at in fresh]
+            jobs = [NewJob(state.task, tick_payload(state, at, manual=manual)) for at in fresh]
             ids = await self.enqueue(jobs, "raise")
             for at, job_id in zip(fresh, ids, strict=True):
                 assert job_id is not None
@@ -720,7 +780,7 @@ class MemoryBackend:
             record.last_run = fresh[-1]
             record.last_job_id = fired[-1].job_id
         record.next_run = plan.next_run
-        record.updated = self._now()
+        record.updated = now
         return fired
 
     async def next_schedule_run(self, names: Sequence[str]) -> tuple[datetime | None, datetime]:
@@ -729,6 +789,13 @@ class MemoryBackend:
             r.next_run for n in names if (r := self._schedules.get(n)) is not None and not r.paused
         ]
         return (min(runs) if runs else None), self._now()
+
+    async def touch_schedules(self, names: Sequence[str]) -> None:
+        self._require_schema()
+        now = self._now()
+        for name in names:
+            if (record := self._schedules.get(name)) is not None:
+                record.seen_at = now
 
     async def list_schedules(self) -> list[Schedule]:
         self._require_schema()
@@ -753,6 +820,8 @@ class MemoryBackend:
                     heartbeat=record.seen_at,
                     last_job_id=record.last_job_id,
                     last_status=last.status if last else None,
+                    max_catch_up=spec.max_catch_up,
+                    grace_seconds=spec.grace_seconds,
                 )
             )
         return schedules
@@ -766,13 +835,14 @@ class MemoryBackend:
         self._require_schema()
         now = self._now()
         changed = []
-        for name in names:
+        for name in dict.fromkeys(names):
             record = self._schedules.get(name)
             if record is None:
                 continue
+            was_paused = record.paused
             record.paused = paused
             record.updated = now
-            if not paused:
+            if was_paused and not paused:
                 record.next_run = resume_at(record.state(), now)
             changed.append(name)
         return changed
@@ -782,23 +852,33 @@ class MemoryBackend:
         record = self._schedules.get(name)
         if record is None:
             return None
-        fired = await self._fire(record, TickPlan((self._now(),), record.next_run))
+        fired = await self._fire(record, TickPlan((self._now(),), record.next_run), manual=True)
         return fired[0] if fired else None
 
     async def delete_schedules(self, names: Sequence[str]) -> list[str]:
         self._require_schema()
-        removed = [name for name in names if self._schedules.pop(name, None) is not None]
-        live = {r.id for r in self._schedules.values()}
-        self._ticks = {tick for tick in self._ticks if tick[0] in live}
+        removed = [r.spec.name for n in dict.fromkeys(names) if (r := self._schedules.pop(n, None))]
+        if removed:
+            live = {r.id for r in self._schedules.values()}
+            self._ticks = {key for key in self._ticks if key[0] in live}
         return removed
 
-    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
+    async def delete_other_schedules(self, entrypoint: str, keep: Sequence[str]) -> list[str]:
+        self._require_schema()
         doomed = [
             name
-            for name in self._schedules
-            if (name == group or name.startswith(group + " [")) and name not in keep
+            for name, record in self._schedules.items()
+            if record.spec.entrypoint == entrypoint and name not in keep
         ]
         return await self.delete_schedules(doomed)
+
+    async def prune_ticks(self, names: Sequence[str], older_than_seconds: float) -> int:
+        self._require_schema()
+        ids = {r.id for n in names if (r := self._schedules.get(n)) is not None}
+        cutoff = self._now() - timedelta(seconds=older_than_seconds)
+        doomed = {key for key in self._ticks if key[0] in ids and key[1] < cutoff}
+        self._ticks -= doomed
+        return len(doomed)
 
     # ---- notifications ------------------------------------------------------------------
     async def listen(

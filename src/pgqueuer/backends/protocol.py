@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from pgqueuer.models import (
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     FiredTick,
@@ -45,6 +46,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
 )
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
@@ -170,12 +172,26 @@ class QueueBackend(Protocol):
 
     async def backlog(self) -> list[BacklogEntry]: ...
 
-    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
-        """Delete queued jobs (of those entrypoints, or all); return how many."""
+    async def active_workers(self) -> list[ActiveWorker]:
+        """Workers holding picked jobs: how many, their heartbeats and entrypoints."""
         ...
 
-    async def list_failed(self, limit: int) -> list[Job]:
-        """Jobs held as ``failed`` or ended as ``exception``, newest first."""
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        """Picked jobs whose heartbeat is older than the threshold, oldest heartbeat first."""
+        ...
+
+    async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
+        """End queued jobs (of those entrypoints, or all) as ``deleted``; return how many.
+
+        Running jobs are left alone. The rows stay, like any finished job, until ``prune``.
+        """
+        ...
+
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
+        """Jobs held as ``failed`` or ended as ``exception`` (only ``failed`` when
+        ``held_only``), newest failure first (oldest first with ``oldest_first``)."""
         ...
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
@@ -193,26 +209,39 @@ class QueueBackend(Protocol):
     async def now(self) -> datetime: ...
 
     # ---- schedules ----------------------------------------------------------------------
+    # A schedule is stored by name with its definition (expression, time zone, missed-tick
+    # policy) and ``next_run``. Each fire time that becomes a job is recorded as a tick under
+    # a unique (schedule, fire time) key, in the same atomic step as the job's enqueue, so
+    # a tick can never produce two jobs, whoever fires it. Jobs of a schedule's ticks have
+    # the entrypoint ``schedule:<name>`` and a ``tick_payload``.
     async def upsert_schedules(
         self, specs: Sequence[ScheduleSpec], first_runs: Sequence[datetime]
     ) -> None:
-        """Store schedules by name. A changed expression or time zone replaces the stored
-        one and its next run (``first_runs``); otherwise the stored next run is kept."""
+        """Store schedules by name and mark them seen now. A changed expression or time
+        zone replaces the stored one and its next run (``first_runs``), so the old
+        definition never fires again; otherwise the stored next run and pause are kept."""
         ...
 
     async def fire_due_schedules(
         self, names: Sequence[str], planner: Callable[[ScheduleState, datetime], TickPlan]
     ) -> list[FiredTick]:
-        """For each due, unpaused schedule among ``names`` (each handled by one caller at a
-        time): ask ``planner`` which fire times to run, record each as a tick (a fire time is
-        recorded at most once, ever), enqueue one job per new tick, advance ``next_run``."""
+        """For each due, unpaused schedule among ``names`` (``next_run <= now``; each
+        handled by one caller at a time, others skip it): ask ``planner`` with the *stored*
+        definition which fire times to run, record each as a tick (a fire time is recorded
+        at most once), enqueue one job per new tick, set ``next_run`` to the plan's."""
         ...
 
     async def next_schedule_run(self, names: Sequence[str]) -> tuple[datetime | None, datetime]:
         """The earliest next run among unpaused ``names``, and the store's current time."""
         ...
 
-    async def list_schedules(self) -> list[Schedule]: ...
+    async def touch_schedules(self, names: Sequence[str]) -> None:
+        """Mark ``names`` as seen now by a running scheduler (``Schedule.heartbeat``)."""
+        ...
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every stored schedule by name, with the status of its last tick's job."""
+        ...
 
     async def set_schedules_paused(
         self,
@@ -220,17 +249,29 @@ class QueueBackend(Protocol):
         paused: bool,
         resume_at: Callable[[ScheduleState, datetime], datetime],
     ) -> list[str]:
-        """Pause or resume; a resumed schedule's next run becomes ``resume_at(state, now)``."""
+        """Pause or resume; return the names that exist. A schedule that is resumed from
+        paused gets ``next_run = resume_at(state, now)``: ticks it slept through are not
+        missed work. Resuming a running one changes nothing."""
         ...
 
     async def trigger_schedule(self, name: str) -> FiredTick | None:
-        """Run a schedule now, once, outside its cron times (``None`` if it does not exist)."""
+        """Run a schedule now, once, outside its cron times (a tick at the store's now,
+        marked manual); ``None`` if it does not exist. ``next_run`` is unchanged."""
         ...
 
-    async def delete_schedules(self, names: Sequence[str]) -> list[str]: ...
+    async def delete_schedules(self, names: Sequence[str]) -> list[str]:
+        """Delete schedules and their ticks; return the names that existed."""
+        ...
 
-    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
-        """``clean_old``: delete schedules named ``group`` or ``group [..]`` not in ``keep``."""
+    async def delete_other_schedules(self, entrypoint: str, keep: Sequence[str]) -> list[str]:
+        """``clean_old``: delete the schedules registered under ``entrypoint`` whose name is
+        not in ``keep``; return their names."""
+        ...
+
+    async def prune_ticks(self, names: Sequence[str], older_than_seconds: float) -> int:
+        """Forget ticks of ``names`` whose fire time is older than the cut-off (their jobs
+        stay); return how many. Only ``next_run`` decides what fires next, so this never
+        lets a tick fire again."""
         ...
 
     # ---- notifications ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES, DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
+    ActiveWorker,
     BacklogEntry,
     EntrypointLimit,
     ErrorInfo,
@@ -40,6 +41,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    StaleJob,
     TickPlan,
     result_status,
     tick_payload,
@@ -167,11 +169,6 @@ def ids_by_position(
 Planner = Callable[[ScheduleState, datetime], TickPlan]
 
 
-def like_escape(text: str) -> str:
-    """Escape LIKE wildcards so a name is matched literally (the value is still bound)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def schedule_state_from_row(row: Row) -> ScheduleState:
     return ScheduleState(
         id=row["id"],
@@ -203,6 +200,8 @@ def schedule_from_row(row: Row) -> Schedule:
         heartbeat=row["seen_at"],
         last_job_id=JobId(row["last_job_id"]) if row["last_job_id"] is not None else None,
         last_status=row["last_status"],
+        max_catch_up=row["max_catch_up"],
+        grace_seconds=row["grace_seconds"],
     )
 
 
@@ -268,6 +267,37 @@ class SqlBackend:
 
     async def uninstall(self) -> None:
         await self.connector.execute(self.sql.drop_all)
+
+    # ---- catalog probes (pgqueuer 1.x ``Queries.has_table`` and friends) -----------------
+    # Not part of QueueBackend: only a database has a catalog. Bare names are looked up in
+    # our schema when one is configured, else on the search path.
+    def _relation(self, name: str) -> str:
+        return name if "." in name or not self.names.schema else f"{self.names.schema}.{name}"
+
+    async def _probe(self, statement: str, *args: Any) -> bool:
+        rows = await self.connector.fetch(statement, *args)
+        return bool(rows[0]["present"])
+
+    async def schema_exists(self, schema: str) -> bool:
+        return await self._probe(self.sql.schema_exists, schema)
+
+    async def has_table(self, table: str) -> bool:
+        return await self._probe(self.sql.table_exists, self._relation(table))
+
+    async def has_column(self, table: str, column: str) -> bool:
+        return await self._probe(self.sql.has_column, self._relation(table), column)
+
+    async def has_index(self, table: str, index: str) -> bool:
+        return await self._probe(self.sql.has_index, self._relation(table), index)
+
+    async def has_function(self, function: str) -> bool:
+        return await self._probe(self.sql.has_function, function, self.names.schema)
+
+    async def has_trigger(self, trigger: str) -> bool:
+        return await self._probe(self.sql.has_trigger, trigger, self.names.schema)
+
+    async def has_enum_label(self, label: str, type_name: str) -> bool:
+        return await self._probe(self.sql.has_enum_label, label, type_name)
 
     # ---- producers ----------------------------------------------------------------------
     def enqueue_statement(
@@ -424,17 +454,49 @@ class SqlBackend:
             for row in rows
         ]
 
+    async def active_workers(self) -> list[ActiveWorker]:
+        return [
+            ActiveWorker(
+                queue_manager_id=UUID(str(row["queue_manager_id"])),
+                active_jobs=row["active_jobs"],
+                oldest_heartbeat=row["oldest_heartbeat"],
+                newest_heartbeat=row["newest_heartbeat"],
+                entrypoints=list(row["entrypoints"]),
+            )
+            for row in await self.connector.fetch(self.sql.active_workers)
+        ]
+
+    async def stale_jobs(self, threshold_seconds: float, limit: int) -> list[StaleJob]:
+        rows = await self.connector.fetch(self.sql.stale_jobs, float(threshold_seconds), limit)
+        return [
+            StaleJob(
+                id=JobId(row["id"]),
+                priority=row["priority"],
+                queue_manager_id=_as_uuid(row["queue_manager_id"]),
+                created=row["created"],
+                updated=row["updated"],
+                heartbeat=row["heartbeat"],
+                execute_after=row["execute_after"],
+                status=row["status"],
+                entrypoint=row["entrypoint"],
+                seconds_since_heartbeat=row["seconds_since_heartbeat"],
+            )
+            for row in rows
+        ]
+
     async def clear_queue(self, entrypoints: Sequence[str] | None) -> int:
         rows = await self.connector.fetch(
-            self.sql.clear_queue + " RETURNING id",
-            list(entrypoints) if entrypoints is not None else None,
+            self.sql.clear_queue, list(entrypoints) if entrypoints is not None else None
         )
         return len(rows)
 
-    async def list_failed(self, limit: int) -> list[Job]:
-        return [
-            job_from_row(row) for row in await self.connector.fetch(self.sql.list_failed, limit)
-        ]
+    async def list_failed(
+        self, limit: int, *, held_only: bool = False, oldest_first: bool = False
+    ) -> list[Job]:
+        statement = self.sql.list_failed_oldest if oldest_first else self.sql.list_failed
+        statuses = ["failed"] if held_only else ["failed", "exception"]
+        rows = await self.connector.fetch(statement, limit, statuses)
+        return [job_from_row(row) for row in rows]
 
     async def requeue(self, job_ids: Sequence[JobId]) -> list[JobId]:
         try:
@@ -491,6 +553,9 @@ class SqlBackend:
         if not names:
             return []
         fired: list[FiredTick] = []
+        # One transaction: the row locks (SKIP LOCKED) keep other schedulers off these
+        # schedules until the ticks, their jobs and the new next_run commit together. A
+        # scheduler killed half-way commits nothing; the next one redoes the same plan.
         async with self.connector.transaction() as session:
             rows = await session.fetch(self.sql.due_schedules, list(names))
             for row in rows:
@@ -500,18 +565,19 @@ class SqlBackend:
         return fired
 
     async def _fire(
-        self, session: Session, state: ScheduleState, plan: TickPlan
+        self, session: Session, state: ScheduleState, plan: TickPlan, *, manual: bool = False
     ) -> list[FiredTick]:
         fresh: list[datetime] = []
         if plan.fire_at:
+            # The unique key decides: a fire time already recorded returns no row.
             rows = await session.fetch(self.sql.insert_ticks, state.id, list(plan.fire_at))
             fresh = sorted(row["fire_at"] for row in rows)
         job_ids: list[JobId] = []
         if fresh:
-            jobs = [NewJob(state.entrypoint, tick_payload(state, at)) for at in fresh]
+            jobs = [NewJob(state.task, tick_payload(state, at, manual=manual)) for at in fresh]
             statement, args = self.enqueue_statement(jobs, "raise")
             inserted = await session.fetch(statement, *args)
-            job_ids = ids_by_position(jobs, inserted, "raise")  # type: ignore[assignment]
+            job_ids = [job for job in ids_by_position(jobs, inserted, "raise") if job is not None]
             await session.execute(self.sql.link_ticks, state.id, fresh, job_ids)
         await session.execute(
             self.sql.advance_schedule,
@@ -526,6 +592,10 @@ class SqlBackend:
         row = (await self.connector.fetch(self.sql.next_schedule_run, list(names)))[0]
         return row["next_run"], row["now"]
 
+    async def touch_schedules(self, names: Sequence[str]) -> None:
+        if names:
+            await self.connector.execute(self.sql.touch_schedules, list(names))
+
     async def list_schedules(self) -> list[Schedule]:
         return [
             schedule_from_row(row) for row in await self.connector.fetch(self.sql.list_schedules)
@@ -538,19 +608,17 @@ class SqlBackend:
         resume_at: Callable[[ScheduleState, datetime], datetime],
     ) -> list[str]:
         async with self.connector.transaction() as session:
-            changed = [
-                row["name"]
-                for row in await session.fetch(self.sql.set_schedules_paused, list(names), paused)
-            ]
-            if not paused and changed:
-                states = []
-                for name in changed:
+            rows = await session.fetch(self.sql.set_schedules_paused, list(names), paused)
+            resumed = [row["name"] for row in rows if row["was_paused"] and not paused]
+            if resumed:
+                moves = []
+                for name in resumed:
                     row = (await session.fetch(self.sql.schedule_by_name, name))[0]
-                    states.append((name, resume_at(schedule_state_from_row(row), row["now"])))
+                    moves.append((name, resume_at(schedule_state_from_row(row), row["now"])))
                 await session.execute(
-                    self.sql.resume_next_run, [n for n, _ in states], [t for _, t in states]
+                    self.sql.resume_next_run, [n for n, _ in moves], [t for _, t in moves]
                 )
-        return changed
+        return [row["name"] for row in rows]
 
     async def trigger_schedule(self, name: str) -> FiredTick | None:
         async with self.connector.transaction() as session:
@@ -559,19 +627,24 @@ class SqlBackend:
                 return None
             state = schedule_state_from_row(rows[0])
             plan = TickPlan(fire_at=(rows[0]["now"],), next_run=state.next_run)
-            fired = await self._fire(session, state, plan)
+            fired = await self._fire(session, state, plan, manual=True)
         return fired[0] if fired else None
 
     async def delete_schedules(self, names: Sequence[str]) -> list[str]:
         rows = await self.connector.fetch(self.sql.delete_schedules, list(names))
         return [row["name"] for row in rows]
 
-    async def delete_other_schedules(self, group: str, keep: Sequence[str]) -> list[str]:
-        pattern = like_escape(group) + " [%"
-        rows = await self.connector.fetch(
-            self.sql.delete_other_schedules, group, pattern, list(keep)
-        )
+    async def delete_other_schedules(self, entrypoint: str, keep: Sequence[str]) -> list[str]:
+        rows = await self.connector.fetch(self.sql.delete_other_schedules, entrypoint, list(keep))
         return [row["name"] for row in rows]
+
+    async def prune_ticks(self, names: Sequence[str], older_than_seconds: float) -> int:
+        if not names:
+            return 0
+        rows = await self.connector.fetch(
+            self.sql.prune_ticks, list(names), float(older_than_seconds)
+        )
+        return int(rows[0]["count"])
 
     # ---- notifications ------------------------------------------------------------------
     async def listen(

@@ -9,13 +9,19 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from pgqueuer.cli import devserver, jobs, monitor, runner, schema
+from pgqueuer.cli import devserver, jobs, monitor, runner, schedules, schema, sql
 from pgqueuer.cli.connection import DSN_VARIABLES, Session, resolve_target, secrets_of
-from pgqueuer.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, print_error, report_for
+from pgqueuer.cli.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    print_error,
+    report_for,
+)
 from pgqueuer.cli.registry import Commands, HelpFormatter, Parser
 from pgqueuer.config import DatabaseNames
 
-COMMAND_MODULES = (schema, runner, jobs, monitor, devserver)
+COMMAND_MODULES = (schema, sql, runner, jobs, monitor, schedules, devserver)
 
 DESCRIPTION = """\
 pgq: manage pgqueuer's schema, run workers and inspect the queue.
@@ -101,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_dispatch(args, Session(target, names)))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``pgq sql install | head``): stop quietly, like other
+        # command-line tools, and keep Python from complaining again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         if args.debug:
             raise

@@ -1,4 +1,5 @@
-"""``backlog``, ``queue-size``, ``dashboard`` and ``listen``: watching the queue."""
+"""``backlog``, ``stale``, ``workers``, ``queue-size``, ``dashboard`` and ``listen``: watching
+the queue."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pgqueuer.api import PgQueuer
 from pgqueuer.backends.protocol import CANCEL_NOTICE, HEALTH_PREFIX, WAKE_PREFIX
 from pgqueuer.cli.connection import Session
 from pgqueuer.cli.errors import EXIT_OK
-from pgqueuer.cli.output import age, emit, emit_json, note, table
+from pgqueuer.cli.output import age, emit, emit_json, note, shorten, table
 from pgqueuer.cli.registry import Commands, positive_int, seconds
 from pgqueuer.config import DatabaseNames
 from pgqueuer.models import LogStatistics, QueueStatistics
@@ -31,6 +32,48 @@ async def backlog(args: argparse.Namespace, session: Session) -> int:
     else:
         rows = [(e.entrypoint, e.queued, e.runnable, age(e.oldest_age_seconds)) for e in entries]
         emit(table(["ENTRYPOINT", "QUEUED", "RUNNABLE", "OLDEST RUNNABLE"], rows))
+    return EXIT_OK
+
+
+async def stale(args: argparse.Namespace, session: Session) -> int:
+    pg = await session.queue()
+    jobs = await pg.queries.stale_jobs(timedelta(seconds=args.threshold), limit=args.limit)
+    if args.json:
+        emit_json(jobs)
+    elif not jobs:
+        emit(f"no running job has gone {args.threshold:g}s without a heartbeat")
+    else:
+        rows = [
+            (j.id, j.entrypoint, j.queue_manager_id, j.heartbeat, age(j.seconds_since_heartbeat))
+            for j in jobs
+        ]
+        emit(table(["ID", "ENTRYPOINT", "WORKER", "LAST HEARTBEAT", "SILENT FOR"], rows))
+    return EXIT_OK
+
+
+async def workers(args: argparse.Namespace, session: Session) -> int:
+    pg = await session.queue()
+    found = await pg.queries.active_workers()
+    if args.json:
+        emit_json(found)
+    elif not found:
+        emit("no worker is running a job")
+    else:
+        rows = [
+            (
+                w.queue_manager_id,
+                w.active_jobs,
+                w.oldest_heartbeat,
+                w.newest_heartbeat,
+                shorten(", ".join(w.entrypoints)),
+            )
+            for w in found
+        ]
+        emit(
+            table(
+                ["WORKER", "RUNNING", "OLDEST HEARTBEAT", "NEWEST HEARTBEAT", "ENTRYPOINTS"], rows
+            )
+        )
     return EXIT_OK
 
 
@@ -147,6 +190,48 @@ def register(commands: Commands) -> None:
             "means the workers do not keep up."
         ),
         examples=["pgq backlog", "pgq backlog --json"],
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = commands.add(
+        "stale",
+        stale,
+        summary="running jobs whose heartbeat stopped (their worker may be gone)",
+        description=(
+            "List running jobs whose last heartbeat is older than the threshold, oldest "
+            "first. Their worker has probably died or hangs; any running worker puts such a "
+            "job back in the queue once its lease (the worker's --heartbeat-timeout) expires."
+        ),
+        examples=["pgq stale", "pgq stale -t 60 -n 100", "pgq stale --json"],
+    )
+    parser.add_argument(
+        "-t",
+        "--threshold",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="heartbeat age that counts as stale (default 300)",
+    )
+    parser.add_argument(
+        "-n",
+        "--limit",
+        type=positive_int,
+        default=25,
+        metavar="N",
+        help="how many to show (default 25)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = commands.add(
+        "workers",
+        workers,
+        summary="workers running jobs now, with their heartbeats",
+        description=(
+            "List the workers (queue managers) that hold running jobs: how many, their "
+            "oldest and newest heartbeat, and the entrypoints. An idle worker holds no job "
+            "and is not listed."
+        ),
+        examples=["pgq workers", "pgq workers --json"],
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 

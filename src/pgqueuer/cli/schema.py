@@ -1,15 +1,29 @@
-"""``install``, ``upgrade``, ``uninstall`` and ``verify``: pgqueuer's tables in the database."""
+"""``install``, ``upgrade``, ``uninstall`` and ``verify``: pgqueuer's tables in the database.
+
+The options of pgqueuer 1.x are accepted, so its deployment scripts keep working:
+``install --durability durable --create-schema``, ``upgrade --plan``, ``upgrade
+--widen-id``, and the hidden ``--dry-run`` (print the SQL, like ``pgq sql``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pgqueuer.cli.connection import Session
-from pgqueuer.cli.errors import EXIT_FAILURE, EXIT_OK
-from pgqueuer.cli.output import emit
+from pgqueuer.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError
+from pgqueuer.cli.output import emit, note
 from pgqueuer.cli.registry import Commands
 from pgqueuer.config import DatabaseNames
 from pgqueuer.sql.render import migration_templates
+from pgqueuer.sql.script import (
+    as_script,
+    install_statements,
+    uninstall_statements,
+    upgrade_statements,
+)
+
+DURABILITY_LEVELS = ("volatile", "balanced", "durable")
 
 
 def migration_label(version: int) -> str:
@@ -27,10 +41,38 @@ def owned_tables(names: DatabaseNames) -> list[str]:
     ]
 
 
+def check_durability(level: str) -> None:
+    if level != "durable":
+        raise CliError(
+            f"--durability {level} is not supported: pgqueuer keeps every table logged "
+            "(durable), so jobs survive a server crash",
+            hint="drop the option, or pass --durability durable",
+            exit_code=EXIT_USAGE,
+        )
+
+
 async def migrate(args: argparse.Namespace, session: Session) -> int:
     """``install`` and ``upgrade``: apply the migrations this release has and the DB lacks."""
+    if getattr(args, "durability", None) is not None:
+        if args.command == "install":
+            check_durability(args.durability)
+        else:  # 1.x: deprecated on upgrade, and ignored
+            note("--durability is ignored by upgrade (every table is always durable)")
+    if args.dry_run:  # 1.x's hidden form of 'pgq sql install' / 'pgq sql upgrade'
+        script = install_statements if args.command == "install" else upgrade_statements
+        emit(as_script(script(session.names)).rstrip("\n"))
+        return EXIT_OK
     pg = await session.queue()
-    applied = await pg.queries.install()
+    if getattr(args, "plan", False):
+        plan = await pg.queries.plan_upgrade()
+        if plan.is_empty:
+            note(f"schema is up to date (version {await pg.backend.schema_version()})")
+            return EXIT_OK
+        labels = ", ".join(migration_label(v) for v in plan.versions)
+        note(f"would apply {labels}; nothing was changed; the SQL follows")
+        emit(as_script(plan.statements).rstrip("\n"))
+        return EXIT_OK
+    applied = await pg.queries.install(create_schema=getattr(args, "create_schema", True))
     version = await pg.backend.schema_version()
     if applied:
         labels = ", ".join(migration_label(v) for v in applied)
@@ -40,11 +82,22 @@ async def migrate(args: argparse.Namespace, session: Session) -> int:
     return EXIT_OK
 
 
+def confirmed(tables: str) -> bool:
+    """Ask on a terminal; scripts (no terminal on stdin) proceed, as in pgqueuer 1.x."""
+    if not sys.stdin.isatty():
+        return True
+    print(f"drop {tables} with every job and schedule in them? [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
 async def uninstall(args: argparse.Namespace, session: Session) -> int:
     tables = ", ".join(owned_tables(session.names))
-    if not args.yes:
-        emit(f"would drop {tables} with every job and schedule in them")
-        emit("nothing was changed; run 'pgq uninstall --yes' to drop them")
+    if args.dry_run:
+        emit(as_script(uninstall_statements(session.names)).rstrip("\n"))
+        return EXIT_OK
+    if not args.yes and not confirmed(tables):
+        emit("nothing was changed")
         return EXIT_FAILURE
     pg = await session.queue()
     version = await pg.backend.schema_version()
@@ -68,38 +121,93 @@ async def verify(args: argparse.Namespace, session: Session) -> int:
     return EXIT_FAILURE
 
 
+def _dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+
+
 def register(commands: Commands) -> None:
-    for name, summary in (
-        ("install", "create pgqueuer's tables (safe to repeat)"),
-        ("upgrade", "apply the migrations this release adds (safe to repeat)"),
-    ):
-        commands.add(
-            name,
-            migrate,
-            summary=summary,
-            description=(
-                f"{summary[0].upper()}{summary[1:]}.\n\n"
-                "'install' and 'upgrade' do the same thing: apply every migration the database "
-                "lacks, under a lock, so several processes may run them at once. Prints the "
-                "migrations applied, or that the schema is up to date."
-            ),
-            examples=[
-                f"pgq {name}",
-                f"pgq --pg-dsn postgresql://app@db.internal/app {name}",
-                f"pgq --prefix myapp_ --schema jobs {name}",
-            ],
-        )
+    parser = commands.add(
+        "install",
+        migrate,
+        summary="create pgqueuer's tables (safe to repeat)",
+        description=(
+            "Create pgqueuer's tables: apply every migration the database lacks, under a "
+            "lock, so several processes may run it at once. Repeating it is harmless (unlike "
+            "pgqueuer 1.x, an installed schema is not an error): it prints the migrations "
+            "applied, or that the schema is up to date.\n\n"
+            "--durability and --create-schema are pgqueuer 1.x's options. Every table is "
+            "always durable (logged), so only --durability durable is accepted. With "
+            "--schema, the PostgreSQL schema is created when missing unless "
+            "--no-create-schema is given."
+        ),
+        examples=[
+            "pgq install",
+            "pgq --pg-dsn postgresql://app@db.internal/app install",
+            "pgq --prefix myapp_ --schema jobs install --no-create-schema",
+        ],
+    )
+    parser.add_argument(
+        "-d",
+        "--durability",
+        choices=DURABILITY_LEVELS,
+        default=None,
+        help="pgqueuer 1.x option: only 'durable' (the default) is supported",
+    )
+    parser.add_argument(
+        "--create-schema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="create the --schema when it does not exist (default: yes)",
+    )
+    _dry_run(parser)
+
+    parser = commands.add(
+        "upgrade",
+        migrate,
+        summary="apply the migrations this release adds (safe to repeat)",
+        description=(
+            "Apply the migrations this release adds, under a lock; safe to repeat and to run "
+            "from several processes at once. With --plan it prints the SQL it would run, as "
+            "one transaction on stdout, and changes nothing.\n\n"
+            "--widen-id/--no-widen-id are accepted for pgqueuer 1.x scripts: job ids are "
+            "bigint from the first migration on, so there is nothing to widen."
+        ),
+        examples=[
+            "pgq upgrade",
+            "pgq upgrade --plan > upgrade.sql",
+            "pgq --prefix myapp_ upgrade",
+        ],
+    )
+    parser.add_argument(
+        "--plan", action="store_true", help="print the SQL the upgrade would run; change nothing"
+    )
+    parser.add_argument(
+        "--widen-id",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pgqueuer 1.x option; ids are always bigint, so it has no effect",
+    )
+    parser.add_argument(
+        "-d", "--durability", choices=DURABILITY_LEVELS, default=None, help=argparse.SUPPRESS
+    )
+    _dry_run(parser)
+
     parser = commands.add(
         "uninstall",
         uninstall,
         summary="drop pgqueuer's tables and everything in them",
         description=(
-            "Drop pgqueuer's tables (jobs, schedules, their ticks and the migrations record).\n"
-            "Without --yes it only prints what would be dropped, and exits 1."
+            "Drop pgqueuer's tables (jobs, schedules, their ticks and the migrations "
+            "record) with everything in them.\n\n"
+            "On a terminal it asks first (--yes skips the question); from a script, with no "
+            "terminal on stdin, it drops at once, as pgqueuer 1.x does. 'pgq sql uninstall' "
+            "prints the SQL instead."
         ),
-        examples=["pgq uninstall            # show what would be dropped", "pgq uninstall --yes"],
+        examples=["pgq uninstall", "pgq uninstall --yes", "pgq sql uninstall"],
     )
-    parser.add_argument("--yes", action="store_true", help="really drop the tables")
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    _dry_run(parser)
+
     parser = commands.add(
         "verify",
         verify,

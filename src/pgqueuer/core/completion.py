@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from datetime import timedelta
 from types import TracebackType
 from typing import Final
 
 from pgqueuer.backends.protocol import QueueBackend, Subscription
 from pgqueuer.backends.resolve import resolve_backend
-from pgqueuer.config import DatabaseNames
+from pgqueuer.config import names_from_environment
 from pgqueuer.models import TERMINAL_STATUSES
 from pgqueuer.types import JOB_STATUS, JobId
 
@@ -34,7 +35,11 @@ class CompletionWatcher:
         debounce: timedelta = timedelta(milliseconds=50),
     ) -> None:
         backend = getattr(queries, "backend", None)
-        self.backend: QueueBackend = backend or resolve_backend(driver, DatabaseNames())
+        # As in 1.x, the names (and channel) follow $PGQUEUER_PREFIX/... unless ``queries``
+        # brings its own.
+        self.backend: QueueBackend = backend or resolve_backend(
+            driver, names_from_environment(os.environ)
+        )
         self.refresh_interval = (refresh_interval or timedelta(seconds=5)).total_seconds()
         self.debounce = debounce.total_seconds()
         self._waiting: dict[JobId, list[asyncio.Future[JOB_STATUS]]] = {}

@@ -1,8 +1,8 @@
 """Cron expressions: validation and fire times in any IANA time zone.
 
-A small adapter over cronsim (the ``cron`` extra, ``pip install 'pgqueuer[cron]'``) that
-adds aliases, errors that say what is wrong, and one set of daylight-saving rules. cronsim
-is only imported when an expression is parsed, so ``import pgqueuer`` works without it.
+A small adapter over cronsim (a core dependency with no dependencies of its own) that adds
+aliases, errors that say what is wrong, and one set of daylight-saving rules. Nothing else
+in pgqueuer imports cronsim, so it could be swapped for another engine here alone.
 
 Syntax: 5 fields (minute hour day-of-month month day-of-week, seconds implicitly 0) or 6
 fields with **seconds first**. Aliases: ``@yearly``/``@annually``, ``@monthly``,
@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pgqueuer.errors import CronError
+from cronsim import CronSim
 
-if TYPE_CHECKING:
-    from cronsim import CronSim
+from pgqueuer.errors import CronError
 
 __all__ = ["CRON_ALIASES", "CronExpression", "validate_timezone"]
 
@@ -56,7 +55,6 @@ CRON_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 
-_INSTALL_HINT: Final = "cron schedules need cronsim: pip install 'pgqueuer[cron]'"
 # Validation searches forward from here. A leap year, so 29 February schedules are found
 # at once; cronsim itself gives up after 50 years without a match, which also covers rare
 # but real dates such as ``0 0 * 2 MON#5`` (a Monday 29 February, every 28 years or so).
@@ -89,11 +87,7 @@ def validate_timezone(name: str) -> ZoneInfo:
 
 
 def _cronsim(expression: str, start: datetime) -> CronSim:
-    """A cronsim iterator; the import is here so pgqueuer imports without the extra."""
-    try:
-        from cronsim import CronSim
-    except ImportError as exc:
-        raise ImportError(_INSTALL_HINT) from exc
+    """A cronsim iterator over local wall-clock times strictly after naive ``start``."""
     return CronSim(expression, start)
 
 
@@ -239,8 +233,6 @@ def _check_fires(original: object, text: str) -> None:
     """Raise :class:`CronError` unless cronsim accepts ``text`` and it fires some day."""
     try:
         iterator = _cronsim(text, _REFERENCE)
-    except ImportError:
-        raise
     except Exception as exc:  # CronSimError, or anything else cronsim trips over
         written = " ".join(str(original).split()).split(" ")
         shown = written if len(written) == len(text.split(" ")) else text.split(" ")

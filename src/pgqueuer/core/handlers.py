@@ -40,7 +40,7 @@ def is_async_callable(func: object) -> bool:
     )
 
 
-def _hints(func: Callable[..., Any]) -> dict[str, Any]:
+def annotations_of(func: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(func)
     except Exception:
@@ -48,7 +48,8 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
         return dict(getattr(func, "__annotations__", {}))
 
 
-def _is(annotation: Any, cls: type, name: str) -> bool:
+def annotation_is(annotation: Any, cls: type, name: str) -> bool:
+    """True when ``annotation`` is ``cls``, or a string annotation naming it."""
     return annotation is cls or (isinstance(annotation, str) and annotation.split(".")[-1] == name)
 
 
@@ -64,7 +65,7 @@ def positional_parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
 def detect_shape(func: Callable[..., Any], accepts_context: bool | None = None) -> Shape:
     """Work out how to call ``func``; ``accepts_context`` forces the ``(job, context)`` shape."""
     params = positional_parameters(func)
-    hints = _hints(func)
+    hints = annotations_of(func)
     if accepts_context:
         if len(params) < 2:
             raise ConfigurationError(
@@ -75,10 +76,12 @@ def detect_shape(func: Callable[..., Any], accepts_context: bool | None = None) 
     if not params:
         return Shape.NO_ARGS
     first = params[0]
-    first_is_job = _is(hints.get(first.name), Job, "Job") or first.name == "job"
+    first_is_job = annotation_is(hints.get(first.name), Job, "Job") or first.name == "job"
     if len(params) >= 2:
         second = params[1]
-        second_is_context = _is(hints.get(second.name), Context, "Context") or second.name in (
+        second_is_context = annotation_is(
+            hints.get(second.name), Context, "Context"
+        ) or second.name in (
             "context",
             "ctx",
         )
@@ -92,7 +95,7 @@ def detect_shape(func: Callable[..., Any], accepts_context: bool | None = None) 
 def job_id_argument(func: Callable[..., Any]) -> Callable[[int], Any]:
     """The seed's handlers declare ``job_id: str``; give them what they annotate (str default)."""
     params = positional_parameters(func)
-    annotation = _hints(func).get(params[0].name) if params else None
+    annotation = annotations_of(func).get(params[0].name) if params else None
     if annotation is int or annotation == "int":
         return int
     return str

@@ -44,6 +44,7 @@ from pgqueuer.core.executors import (
     AbstractEntrypointExecutor,
     EntrypointExecutor,
     EntrypointExecutorParameters,
+    resolve_accepts_context,
 )
 from pgqueuer.core.listener import ListenerSupervisor
 from pgqueuer.core.maintenance import Maintenance
@@ -56,6 +57,7 @@ from pgqueuer.errors import (
     JobTimeout,
     PayloadError,
     RetryRequested,
+    retry_request,
 )
 from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
@@ -63,6 +65,7 @@ from pgqueuer.models import (
     Context,
     EntrypointLimit,
     ErrorInfo,
+    HealthCheckEvent,
     Job,
     Lease,
     Outcome,
@@ -282,7 +285,7 @@ class QueueManager:
         parameters = EntrypointExecutorParameters(
             concurrency_limit=concurrency_limit,
             func=func,
-            accepts_context=accepts_context,
+            accepts_context=resolve_accepts_context(func, accepts_context),
             on_failure=on_failure,
         )
         executor = (executor_factory or EntrypointExecutor)(parameters)
@@ -324,6 +327,23 @@ class QueueManager:
 
     def get_context(self, job_id: JobId) -> Context:
         return self.job_context[job_id]
+
+    # ---- 1.x health checks (see core/probes.py) -----------------------------------------
+    async def verify_structure(self) -> None:
+        """Raise ``SchemaError`` unless the schema is installed and up to date."""
+        from pgqueuer.core.probes import verify_schema
+
+        await verify_schema(self.backend)
+
+    async def listener_healthy(
+        self, timeout: timedelta | float = timedelta(seconds=10)
+    ) -> HealthCheckEvent:
+        """A NOTIFY round trip; raises ``FailingListenerError`` when none arrives in time."""
+        from pgqueuer.core.probes import listener_round_trip
+
+        names = getattr(self.backend, "names", None)
+        channel = self.channel or str(getattr(names, "channel", ""))
+        return await listener_round_trip(self.backend, channel, timeout)
 
     # ---- running ------------------------------------------------------------------------
     @staticmethod
@@ -693,13 +713,7 @@ class WorkerRun:
             async with timer:
                 value = await registration.executor.execute(job, context)
         except RetryRequested as retry:
-            return Outcome(
-                job.id,
-                job.lease,
-                "queued",
-                error=ErrorInfo("RetryRequested", retry.reason or str(retry)),
-                retry_delay=retry.delay.total_seconds(),
-            )
+            return self._retry(job, retry)
         except asyncio.CancelledError:
             return self._after_cancel(job)
         except TimeoutError as exc:
@@ -712,6 +726,9 @@ class WorkerRun:
                 return self._failure(job, registration, deadline)
             return self._failure(job, registration, exc)
         except Exception as exc:
+            # A TaskGroup wraps its children's RetryRequested in an ExceptionGroup (1.x 1.6).
+            if (retry_group := retry_request(exc)) is not None:
+                return self._retry(job, retry_group)
             return self._failure(job, registration, exc)
         if context.cancellation.cancel_called:
             return self._after_cancel(job)
@@ -721,6 +738,15 @@ class WorkerRun:
             # Retrying cannot make the return value serialisable: fail for good.
             return self._failure(job, registration, exc, retryable=False)
         return Outcome(job.id, job.lease, "successful", result_json=encoded)
+
+    def _retry(self, job: Job, retry: RetryRequested) -> Outcome:
+        return Outcome(
+            job.id,
+            job.lease,
+            "queued",
+            error=ErrorInfo("RetryRequested", retry.reason or str(retry)),
+            retry_delay=retry.delay.total_seconds(),
+        )
 
     def _after_cancel(self, job: Job) -> Outcome | None:
         reason = self.stop_reasons.get(job.id, "release")

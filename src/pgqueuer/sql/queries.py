@@ -44,6 +44,74 @@ APPLIED_VERSIONS: Final = "SELECT version FROM {migrations} ORDER BY version"
 
 RECORD_MIGRATION: Final = "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
 
+# Catalog probes (pgqueuer 1.x ``has_table`` and friends). Names travel as bound text; a
+# NULL schema means the current schema.
+SCHEMA_EXISTS: Final = (
+    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1::text) AS present"
+)
+
+HAS_COLUMN: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_attribute
+    WHERE attrelid = to_regclass($1::text) AND attname = $2::text
+      AND attnum > 0 AND NOT attisdropped
+) AS present
+"""
+
+HAS_INDEX: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid = to_regclass($1::text) AND c.relname = $2::text
+) AS present
+"""
+
+HAS_FUNCTION: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.proname = $1::text AND n.nspname = COALESCE($2::text, current_schema())
+) AS present
+"""
+
+HAS_TRIGGER: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_trigger t
+    JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE t.tgname = $1::text AND NOT t.tgisinternal
+      AND n.nspname = COALESCE($2::text, current_schema())
+) AS present
+"""
+
+HAS_ENUM_LABEL: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+    WHERE e.enumlabel = $1::text AND t.typname = $2::text
+) AS present
+"""
+
+# ---- SQL scripts (``pgq sql``, ``Queries.plan_upgrade``) -----------------------------------
+# Printed for people and other tools to run, so values cannot be bound: the only values
+# substituted are a migration's number and its file name, both validated by
+# ``pgqueuer.sql.script`` before they are inserted.
+
+SCRIPT_MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended('{migrations}', 0))"
+
+SCRIPT_RECORD_MIGRATION: Final = (
+    "INSERT INTO {migrations} (version, name) VALUES (:version, ':name') "
+    "ON CONFLICT (version) DO NOTHING"
+)
+
+# One migration that runs only when it is not recorded yet (``pgq sql upgrade``).
+SCRIPT_GUARDED_MIGRATION: Final = """DO $pgq_guard$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {migrations} WHERE version = :version) THEN
+        EXECUTE $pgq_migration$
+:body
+$pgq_migration$;
+        INSERT INTO {migrations} (version, name) VALUES (:version, ':name');
+    END IF;
+END
+$pgq_guard$"""
+
 DROP_ALL: Final = """
 DROP TABLE IF EXISTS {ticks};
 DROP TABLE IF EXISTS {schedules};
@@ -267,20 +335,43 @@ FROM {jobs} WHERE status = 'queued'
 GROUP BY entrypoint ORDER BY entrypoint
 """
 
-CLEAR_QUEUE: Final = """
-DELETE FROM {jobs} WHERE status = 'queued' AND ($1::text[] IS NULL OR entrypoint = ANY($1::text[]))
+# Cleared jobs end as 'deleted' (the 1.x vocabulary) and stay readable until retention.
+ACTIVE_WORKERS: Final = """
+SELECT queue_manager_id, count(*) AS active_jobs, min(heartbeat) AS oldest_heartbeat,
+       max(heartbeat) AS newest_heartbeat,
+       array_agg(DISTINCT entrypoint ORDER BY entrypoint) AS entrypoints
+FROM {jobs} WHERE status = 'picked' AND queue_manager_id IS NOT NULL
+GROUP BY queue_manager_id ORDER BY min(heartbeat), queue_manager_id
 """
 
-LIST_FAILED: Final = (
+STALE_JOBS: Final = """
+SELECT id, priority, queue_manager_id, created, updated, heartbeat, execute_after, status,
+       entrypoint, EXTRACT(EPOCH FROM now() - heartbeat)::float8 AS seconds_since_heartbeat
+FROM {jobs}
+WHERE status = 'picked' AND heartbeat < now() - make_interval(secs => $1::float8)
+ORDER BY heartbeat, id
+LIMIT $2::integer
+"""
+
+CLEAR_QUEUE: Final = """
+UPDATE {jobs} SET status = 'deleted', finished_at = now(), updated = now()
+WHERE status = 'queued' AND ($1::text[] IS NULL OR entrypoint = ANY($1::text[]))
+RETURNING id
+"""
+
+_LIST_FAILED_HEAD: Final = (
     """
 SELECT """
     + JOB_COLUMNS
     + """ FROM {jobs} j
-WHERE j.status IN ('failed', 'exception') AND j.finished_at IS NOT NULL
-ORDER BY j.finished_at DESC, j.id DESC
-LIMIT $1::integer
+WHERE j.status = ANY($2::text[]) AND j.finished_at IS NOT NULL
 """
 )
+
+LIST_FAILED: Final = (
+    _LIST_FAILED_HEAD + "ORDER BY j.finished_at DESC, j.id DESC\nLIMIT $1::integer\n"
+)
+LIST_FAILED_OLDEST: Final = _LIST_FAILED_HEAD + "ORDER BY j.finished_at, j.id\nLIMIT $1::integer\n"
 
 REQUEUE: Final = """
 WITH moved AS (
@@ -408,10 +499,12 @@ FOR UPDATE
 """
 )
 
+# Returns whether each schedule was paused before, so that only a real resume moves next_run.
 SET_SCHEDULES_PAUSED: Final = """
-UPDATE {schedules} SET paused = $2::boolean, updated = now()
-WHERE name = ANY($1::text[])
-RETURNING name
+UPDATE {schedules} s SET paused = $2::boolean, updated = now()
+FROM (SELECT id, paused FROM {schedules} WHERE name = ANY($1::text[]) FOR UPDATE) AS before
+WHERE s.id = before.id
+RETURNING s.name, before.paused AS was_paused
 """
 
 # Resuming a paused schedule starts from now: the ticks it slept through are not missed work.
@@ -423,19 +516,24 @@ WHERE {schedules}.name = x.name
 
 DELETE_SCHEDULES: Final = "DELETE FROM {schedules} WHERE name = ANY($1::text[]) RETURNING name"
 
-# clean_old: schedules of one 1.x entrypoint are named "<entrypoint>" or
-# "<entrypoint> [<expression>]"; $2 is the LIKE pattern of the second form, escaped.
+# clean_old: the schedules stored under one 1.x entrypoint that this process no longer has.
 DELETE_OTHER_SCHEDULES: Final = """
 DELETE FROM {schedules}
-WHERE (name = $1::text OR name LIKE $2::text) AND name <> ALL($3::text[])
+WHERE entrypoint = $1::text AND name <> ALL($2::text[])
 RETURNING name
 """
 
+TOUCH_SCHEDULES: Final = "UPDATE {schedules} SET seen_at = now() WHERE name = ANY($1::text[])"
+
+# Per schedule, through the (schedule_id, fire_at) primary key: no scan of other rows.
 PRUNE_TICKS: Final = """
-DELETE FROM {ticks} WHERE ctid IN (
-    SELECT ctid FROM {ticks} WHERE created < now() - make_interval(secs => $1::float8)
-    LIMIT $2::integer
+WITH gone AS (
+    DELETE FROM {ticks}
+    WHERE schedule_id IN (SELECT id FROM {schedules} WHERE name = ANY($1::text[]))
+      AND fire_at < now() - make_interval(secs => $2::float8)
+    RETURNING 1
 )
+SELECT count(*) AS count FROM gone
 """
 
 
@@ -445,6 +543,15 @@ class Statements:
 
     create_schema: str
     table_exists: str
+    schema_exists: str
+    has_column: str
+    has_index: str
+    has_function: str
+    has_trigger: str
+    has_enum_label: str
+    script_migration_lock: str
+    script_record_migration: str
+    script_guarded_migration: str
     create_migrations_table: str
     applied_versions: str
     record_migration: str
@@ -468,8 +575,11 @@ class Statements:
     cancel_picked: str
     queue_size: str
     backlog: str
+    active_workers: str
+    stale_jobs: str
     clear_queue: str
     list_failed: str
+    list_failed_oldest: str
     requeue: str
     prune: str
     log_statistics: str
@@ -486,12 +596,22 @@ class Statements:
     resume_next_run: str
     delete_schedules: str
     delete_other_schedules: str
+    touch_schedules: str
     prune_ticks: str
 
 
 _TEMPLATES: Final[dict[str, LiteralString]] = {
     "create_schema": CREATE_SCHEMA,
     "table_exists": TABLE_EXISTS,
+    "schema_exists": SCHEMA_EXISTS,
+    "has_column": HAS_COLUMN,
+    "has_index": HAS_INDEX,
+    "has_function": HAS_FUNCTION,
+    "has_trigger": HAS_TRIGGER,
+    "has_enum_label": HAS_ENUM_LABEL,
+    "script_migration_lock": SCRIPT_MIGRATION_LOCK,
+    "script_record_migration": SCRIPT_RECORD_MIGRATION,
+    "script_guarded_migration": SCRIPT_GUARDED_MIGRATION,
     "create_migrations_table": CREATE_MIGRATIONS_TABLE,
     "applied_versions": APPLIED_VERSIONS,
     "record_migration": RECORD_MIGRATION,
@@ -515,8 +635,11 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "cancel_picked": CANCEL_PICKED,
     "queue_size": QUEUE_SIZE,
     "backlog": BACKLOG,
+    "active_workers": ACTIVE_WORKERS,
+    "stale_jobs": STALE_JOBS,
     "clear_queue": CLEAR_QUEUE,
     "list_failed": LIST_FAILED,
+    "list_failed_oldest": LIST_FAILED_OLDEST,
     "requeue": REQUEUE,
     "prune": PRUNE,
     "log_statistics": LOG_STATISTICS,
@@ -533,6 +656,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "resume_next_run": RESUME_NEXT_RUN,
     "delete_schedules": DELETE_SCHEDULES,
     "delete_other_schedules": DELETE_OTHER_SCHEDULES,
+    "touch_schedules": TOUCH_SCHEDULES,
     "prune_ticks": PRUNE_TICKS,
 }
 

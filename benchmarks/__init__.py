@@ -1,0 +1,1 @@
+"""The pgqueuer benchmark tool: ``python -m benchmarks --help`` (see README.md here)."""

@@ -1,0 +1,5 @@
+"""pgqueuer 1.x import path: ``from pgqueuer.applications import PgQueuer``."""
+
+from pgqueuer.api import PgQueuer
+
+__all__ = ["PgQueuer"]
