@@ -58,6 +58,23 @@ def test_password_from_environment_is_scrubbed(
     assert_clean(result)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # A mistyped option: argparse takes the URL for the command and echoes it.
+        ("--dsn", f"postgresql://bob:{SECRET}@db:5432/app", "install"),
+        ("install", "--bogus", f"host=db password={SECRET}"),
+        ("queue", "x", "--no-such-option", f"postgres://bob:{SECRET}@db/app"),
+    ],
+)
+def test_usage_errors_never_echo_a_password(pgq: Pgq, argv: tuple[str, ...]) -> None:
+    result = pgq(*argv)
+    assert result.code == 2
+    assert_clean(result)
+    assert result.err_lines[0].startswith("pgq: error: ")
+    assert "***" in result.err_lines[0]
+
+
 def test_unparsable_url_keeps_the_password_hidden(pgq: Pgq) -> None:
     result = pgq("--pg-dsn", f"postgresql://bob:{SECRET}@[::1/app", "backlog")
     assert result.code == 1

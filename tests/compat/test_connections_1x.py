@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -82,10 +83,9 @@ async def test_connection_helpers_read_the_environment(
     monkeypatch.setenv("PGQUEUER_APPLICATION_NAME", "from-env")
     async with connect_asyncpg() as connection:
         assert await connection.fetchval("SHOW application_name") == "from-env"
-        assert (
-            await connection.fetchval("SELECT current_database()")
-            == database_url.rsplit("/", 1)[-1]
-        )
+        assert await connection.fetchval("SELECT current_database()") == urlsplit(
+            database_url
+        ).path.lstrip("/")
 
 
 @pytest.mark.postgres

@@ -91,6 +91,10 @@ async def _dispatch(args: argparse.Namespace, session: Session) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pgq`` with ``argv`` (default: the process arguments); return the exit code."""
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    Parser.secrets = tuple(
+        {s for word in words for s in secrets_of(word.partition("=")[2] or word, os.environ)}
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors

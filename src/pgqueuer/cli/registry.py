@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from pgqueuer.cli.connection import Session
+from pgqueuer.dsn import redact_dsn, scrub
 
 Handler = Callable[[argparse.Namespace, Session], Awaitable[int]]
 
@@ -36,6 +37,10 @@ class Parser(argparse.ArgumentParser):
     """
 
     _intermixing = False
+    #: Passwords found anywhere on the command line or in the environment, set by ``main``
+    #: before parsing: argparse echoes a mistyped option's value (``--dsn URL``) in its
+    #: error, and that value may hold a password.
+    secrets: tuple[str, ...] = ()
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -49,6 +54,7 @@ class Parser(argparse.ArgumentParser):
             self._intermixing = False
 
     def error(self, message: str) -> NoReturn:
+        message = redact_dsn(scrub(message, list(Parser.secrets)))
         print(f"pgq: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
 
