@@ -1,0 +1,1 @@
+"""Stores of jobs behind one semantic protocol: PostgreSQL (asyncpg, psycopg) and in memory."""
