@@ -342,6 +342,7 @@ class SchedulerManager:
         worker: QueueManager | None = None,
     ) -> None:
         self.backend: QueueBackend = backend_of(queries)
+        self.queries: Any = queries  # 1.x ``sm.queries``; PgQueuer sets its Queries here
         self.resources: MutableMapping[str, Any] = resources if resources is not None else {}
         self.worker = worker or QueueManager(self.backend, resources=self.resources)
         self._owns_worker = worker is None
