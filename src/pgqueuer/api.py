@@ -156,6 +156,7 @@ class PgQueuer:
         self.shutdown = self.qm.shutdown
         self._owns_connection = owns_connection
         self._queries: Queries | None = queries
+        self.qm.queries = self.sm.queries = self.queries  # 1.x: ``pgq.qm.queries.enqueue``
 
     # ---- constructors -------------------------------------------------------------------
     @classmethod

@@ -6,11 +6,13 @@ Every exception the library raises on purpose derives from :class:`PgqError`
     PgqError
     ├── ConfigurationError (ValueError)        bad settings, identifiers, prefixes
     │   ├── CronError                          malformed or never-matching cron expressions
-    │   └── DuplicateScheduleError (RuntimeError)  a schedule name registered twice
+    │   ├── DuplicateScheduleError (RuntimeError)  a schedule name registered twice
+    │   └── AutocommitRequiredError (RuntimeError)  a psycopg connection without autocommit
     ├── UnknownTaskError (KeyError)            enqueue of a task name nobody registered
     ├── PayloadError (TypeError)               payload or result that is not JSON
     │   └── PayloadTooLarge                    payload above max_payload_bytes
     ├── DuplicateJobError                      dedupe key already queued or running
+    ├── NotProvidedError (ImportError)         a 1.x module or name we do not provide
     ├── SchemaError (RuntimeError)             schema missing, too old, or foreign
     ├── DatabaseUnavailableError (ConnectionError)
     │                                          the server could not be reached for a call
@@ -86,6 +88,21 @@ class DuplicateJobError(PgqError):
     def __init__(self, dedupe_key: Sequence[str | None]) -> None:
         self.dedupe_key = list(dedupe_key)
         super().__init__(f"a job with dedupe key {self.dedupe_key!r} is already queued or running")
+
+
+class AutocommitRequiredError(ConfigurationError, RuntimeError):
+    """A psycopg connection was handed over without ``autocommit=True``.
+
+    Also a ``RuntimeError``, which is what pgqueuer 1.x raises for the same mistake.
+    """
+
+
+class NotProvidedError(PgqError, ImportError):
+    """A pgqueuer 1.x module or name that pgqueuer 2 deliberately does not provide.
+
+    An ``ImportError``, so ``import`` fails where it would for a missing name, but with a
+    message that says why and what to use instead (docs/compat.md lists them all).
+    """
 
 
 class SchemaError(PgqError, RuntimeError):

@@ -376,6 +376,21 @@ class Supervisor:
             )
 
 
+def _log_level(value: object) -> int:
+    """A ``logging`` level from a name, a number or an enum whose value is a name."""
+    name = getattr(value, "value", value)
+    if isinstance(name, int) and not isinstance(name, bool):
+        return name
+    if isinstance(name, str):
+        level = logging.getLevelNamesMapping().get(name.upper())
+        if level is not None:
+            return level
+    raise ConfigurationError(
+        f"log_level must be a level name (DEBUG, INFO, WARNING, ERROR, CRITICAL) or a logging "
+        f"level number, got {value!r}"
+    )
+
+
 async def run(
     factory: str | Callable[..., Any],
     *,
@@ -397,8 +412,13 @@ async def run(
     max_crashes: int | None = None,
     retention: timedelta | float | None = None,
     keep_finished_jobs: bool = False,
+    log_level: object = None,
 ) -> None:
     """Run the worker the factory gives until it is stopped (see the module docstring).
+
+    ``log_level`` (a name such as ``"DEBUG"``, a ``logging`` number, or 1.x's
+    ``pgqueuer.core.logconfig.LogLevel``) sets the level of the ``"pgqueuer"`` logger;
+    ``None`` leaves logging as the application configured it.
 
     ``poll_interval``, ``heartbeat_interval``, ``shutdown_grace``, ``max_crashes`` and
     ``retention`` are passed to the worker's ``run()`` when given (``None`` keeps its
@@ -429,6 +449,8 @@ async def run(
         )
     if isinstance(factory_args, str):
         raise ConfigurationError("factory_args must be a sequence of strings, not one string")
+    if log_level is not None:
+        logging.getLogger("pgqueuer").setLevel(_log_level(log_level))
     tuning: list[tuple[str, Any]] = [
         (name, _seconds(value, name, positive=name != "shutdown_grace"))
         for name, value in (

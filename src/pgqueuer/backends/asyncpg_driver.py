@@ -175,6 +175,11 @@ class AsyncpgDriver:
         self.statement_timeout = statement_timeout
         self._session = _ConnectionSession(connection, statement_timeout)
 
+    @property
+    def _connection(self) -> asyncpg.Connection:
+        """The connection under its pgqueuer 1.x attribute name (1.x examples close it)."""
+        return self.connection
+
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
         async with translate_errors(), self.lock:
             return await self._session.fetch(sql, *args)
@@ -287,6 +292,11 @@ class AsyncpgPoolDriver:
             if connect_listener is not None
             else None
         )
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        """The pool under its pgqueuer 1.x attribute name."""
+        return self.pool
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
         async with (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import NoReturn
 
 from pgqueuer.backends.memory import MemoryBackend
 
@@ -19,3 +20,11 @@ class InMemoryDriver:
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
         self.backend = MemoryBackend(clock=clock)
         self.backend.install_now()
+
+    async def fetch(self, query: str, *args: object) -> NoReturn:
+        """There is no SQL in memory (as in pgqueuer 1.x, this raises by design)."""
+        raise NotImplementedError("InMemoryDriver runs no SQL: use its Queries instead")
+
+    async def execute(self, query: str, *args: object) -> NoReturn:
+        """There is no SQL in memory (as in pgqueuer 1.x, this raises by design)."""
+        raise NotImplementedError("InMemoryDriver runs no SQL: use its Queries instead")

@@ -27,7 +27,7 @@ from psycopg.rows import dict_row
 from pgqueuer.backends.connector import Row, Session
 from pgqueuer.backends.protocol import LostCallback, Subscription
 from pgqueuer.config import DEFAULT_STATEMENT_TIMEOUT
-from pgqueuer.errors import ConfigurationError, DatabaseUnavailableError
+from pgqueuer.errors import AutocommitRequiredError, DatabaseUnavailableError
 
 logger = logging.getLogger("pgqueuer.psycopg")
 
@@ -89,7 +89,7 @@ class PsycopgDriver:
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     ) -> None:
         if not connection.autocommit:
-            raise ConfigurationError(
+            raise AutocommitRequiredError(
                 "PsycopgDriver needs a connection opened with autocommit=True "
                 "(psycopg.AsyncConnection.connect(..., autocommit=True))"
             )
@@ -101,6 +101,11 @@ class PsycopgDriver:
         self._current = connection
         self._replacement: psycopg.AsyncConnection[Any] | None = None
         self._needs_new = False
+
+    @property
+    def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The connection under its pgqueuer 1.x attribute name (1.x examples close it)."""
+        return self.connection
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:
         timeout = int(self.statement_timeout) + 1 if self.statement_timeout else 0
@@ -193,11 +198,16 @@ class SyncPsycopgDriver:
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         if not connection.autocommit:
-            raise ConfigurationError(
+            raise AutocommitRequiredError(
                 "SyncPsycopgDriver needs a connection opened with autocommit=True "
                 "(psycopg.connect(..., autocommit=True))"
             )
         self.connection = connection
+
+    @property
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The connection under its pgqueuer 1.x attribute name (1.x examples close it)."""
+        return self.connection
 
     def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
         try:

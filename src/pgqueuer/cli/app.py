@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from pgqueuer.cli import devserver, jobs, monitor, runner, schedules, schema, sql
+from pgqueuer.cli import devserver, jobs, legacy, monitor, runner, schedules, schema, sql
 from pgqueuer.cli.connection import DSN_VARIABLES, Session, resolve_target, secrets_of
 from pgqueuer.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -21,7 +21,7 @@ from pgqueuer.cli.errors import (
 from pgqueuer.cli.registry import Commands, HelpFormatter, Parser
 from pgqueuer.config import DatabaseNames
 
-COMMAND_MODULES = (schema, sql, runner, jobs, monitor, schedules, devserver)
+COMMAND_MODULES = (schema, sql, runner, jobs, monitor, schedules, devserver, legacy)
 
 DESCRIPTION = """\
 pgq: manage pgqueuer's schema, run workers and inspect the queue.

@@ -342,6 +342,7 @@ class SchedulerManager:
         worker: QueueManager | None = None,
     ) -> None:
         self.backend: QueueBackend = backend_of(queries)
+        self.queries: Any = queries  # 1.x ``sm.queries``; PgQueuer sets its Queries here
         self.resources: MutableMapping[str, Any] = resources if resources is not None else {}
         self.worker = worker or QueueManager(self.backend, resources=self.resources)
         self._owns_worker = worker is None
@@ -627,16 +628,22 @@ class SchedulerManager:
             return
         loop = asyncio.create_task(self.run_loop())
         work = asyncio.create_task(self.worker.run(**worker_options))
+        pending: set[asyncio.Task[None]] = {loop, work}
         try:
-            done, _ = await asyncio.wait({loop, work}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                error = task.exception()
-                if error is not None:
-                    self.shutdown.set()
-                    raise error
+            # Until the worker stops (a loop without schedules returns at once). Either
+            # one failing stops both.
+            while work in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is not None:
+                        raise error
         finally:
+            # The worker clears the shared event as it returns; set it again so a tick
+            # loop that was busy (syncing, firing) at that moment stops too.
             self.shutdown.set()
             await asyncio.gather(loop, work, return_exceptions=True)
+            self.shutdown.clear()  # as the worker does: a later run() starts afresh
 
     # ---- administration -----------------------------------------------------------------
     async def pause(self, *names: str) -> list[str]:

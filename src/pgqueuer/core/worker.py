@@ -139,6 +139,7 @@ class QueueManager:
     ) -> None:
         del tracer  # 1.x tracing hook: not supported yet
         self.backend = backend_of(queries)
+        self.queries: Any = queries  # 1.x ``qm.queries``; PgQueuer sets its Queries here
         self.channel = channel
         self.resources: MutableMapping[str, Any] = resources if resources is not None else {}
         self.registrations: dict[str, Registration] = {}
