@@ -73,6 +73,33 @@ def job_from_row(row: Row) -> Job:
     )
 
 
+def claimed_job_from_row(row: Row, worker_id: UUID) -> Job:
+    """A job from the lean claim's row, which leaves out what the claim itself set."""
+    headers = row["headers"]
+    payload = row["payload"]
+    updated = row["updated"]
+    return Job(
+        id=row["id"],
+        priority=row["priority"],
+        created=row["created"],
+        updated=updated,
+        heartbeat=updated,
+        execute_after=row["execute_after"],
+        status="picked",
+        entrypoint=row["entrypoint"],
+        payload=payload if payload is None or type(payload) is bytes else bytes(payload),
+        attempts=row["attempts"],
+        queue_manager_id=worker_id,
+        headers=json.loads(headers) if headers is not None else None,
+        lease=row["lease"],
+        timeout=row["timeout_seconds"],
+    )
+
+
+def _claim_order(job: Job) -> tuple[int, int]:
+    return (-job.priority, job.id)
+
+
 def _as_uuid(value: Any) -> UUID | None:
     # asyncpg returns its own UUID type; normalise to the standard library's.
     return None if value is None else UUID(str(value))
@@ -221,6 +248,8 @@ class SqlBackend:
         # Heartbeats and outcome writes keep leases alive: they run on a connection that
         # handlers and claims cannot occupy, when the driver has one.
         self.lease_session: Session = connector.reserved()
+        # Lean claim statements by (one entrypoint?, batch size): see queries.CLAIM_ONE.
+        self._claim_statements: dict[tuple[bool, int], str] = {}
 
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:
@@ -340,6 +369,9 @@ class SqlBackend:
     ) -> list[Job]:
         if not entrypoints or batch_size < 1:
             return []
+        limited = [e.name for e in entrypoints if e.concurrency_limit > 0]
+        if not limited:
+            return await self._claim_unlimited(entrypoints, batch_size, worker_id, lease_seconds)
         args = (
             [e.name for e in entrypoints],
             batch_size,
@@ -347,22 +379,42 @@ class SqlBackend:
             float(lease_seconds),
             [e.concurrency_limit for e in entrypoints],
         )
-        limited = [e.name for e in entrypoints if e.concurrency_limit > 0]
-        if not limited:
-            rows = await self.connector.fetch(self.sql.claim, *args)
-        else:
-            # The count of picked rows is only trustworthy while no other claim for the same
-            # entrypoint is in flight: hold a per-entrypoint advisory lock for the
-            # transaction, and count in a later statement (a fresh snapshot).
-            async with self.connector.transaction() as session:
-                await session.execute(
-                    self.sql.claim_lock, self.names.qualified(self.names.jobs), limited
-                )
-                rows = await session.fetch(self.sql.claim, *args)
-                if rows:
-                    faultpoint("claim_before_commit")
+        # The count of picked rows is only trustworthy while no other claim for the same
+        # entrypoint is in flight: hold a per-entrypoint advisory lock for the transaction,
+        # and count in a later statement (a fresh snapshot).
+        async with self.connector.transaction() as session:
+            await session.execute(
+                self.sql.claim_lock, self.names.qualified(self.names.jobs), limited
+            )
+            rows = await session.fetch(self.sql.claim, *args)
+            if rows:
+                faultpoint("claim_before_commit")
         jobs = [job_from_row(row) for row in rows]
-        jobs.sort(key=lambda job: (-job.priority, job.id))
+        jobs.sort(key=_claim_order)
+        return jobs
+
+    async def _claim_unlimited(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+    ) -> list[Job]:
+        single = len(entrypoints) == 1
+        key = (single, batch_size)
+        statement = self._claim_statements.get(key)
+        if statement is None:
+            template = self.sql.claim_one if single else self.sql.claim_many
+            # The only value formatted into SQL: an int, checked just above by its type.
+            statement = template.replace(":limit", str(int(batch_size)))
+            self._claim_statements[key] = statement
+        target: str | list[str] = entrypoints[0].name if single else [e.name for e in entrypoints]
+        rows = await self.connector.fetch(statement, target, worker_id, float(lease_seconds))
+        if not rows:
+            return []
+        jobs = [claimed_job_from_row(row, worker_id) for row in rows]
+        if len(jobs) > 1:
+            jobs.sort(key=_claim_order)
         return jobs
 
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
@@ -382,7 +434,7 @@ class SqlBackend:
             [float(o.retry_delay) for o in outcomes],
             [o.count_attempt for o in outcomes],
         )
-        return {JobId(row["id"]) for row in rows}
+        return {row["id"] for row in rows}
 
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
         if not leases:

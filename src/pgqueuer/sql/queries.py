@@ -215,6 +215,57 @@ RETURNING """
     + JOB_COLUMNS
 )
 
+# The common claim: no entrypoint asked for has a concurrency limit, so there is no capacity
+# to count, and a plain "lock the best n queued rows, then update them" does. The LIMIT is a
+# literal (``:limit``, an int the backend formats in; one statement per batch size) so that
+# the cached generic plan is the ordered walk of the queued index that a custom plan picks:
+# with a bound LIMIT the generic plan is ~6x slower, so PostgreSQL re-planned every call.
+# Only columns a Job needs and the caller does not already know come back: the status is
+# 'picked', queue_manager_id is the caller's, heartbeat equals updated.
+_CLAIM_SET: Final = """
+UPDATE {jobs} j
+SET status = 'picked', attempts = j.attempts + 1, lease = j.lease + 1,
+    queue_manager_id = $2::uuid, heartbeat = now(), started_at = now(), updated = now(),
+    lease_expires_at = now() + make_interval(secs => $3::float8)
+"""
+
+_CLAIM_RETURNING: Final = """
+RETURNING j.id, j.priority, j.created, j.updated, j.execute_after, j.entrypoint, j.payload,
+          j.attempts, j.headers::text AS headers, j.lease, j.timeout_seconds
+"""
+
+# One entrypoint: the queued index gives the rows in order, the LIMIT stops the walk.
+CLAIM_ONE: Final = (
+    _CLAIM_SET
+    + """WHERE j.id IN (
+    SELECT q.id FROM {jobs} q
+    WHERE q.entrypoint = $1::text AND q.status = 'queued' AND q.execute_after <= now()
+    ORDER BY q.priority DESC, q.id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)"""
+    + _CLAIM_RETURNING
+)
+
+# Several entrypoints: walk the index once per entrypoint (an ``= ANY`` scan would have to
+# sort every queued row of them), then keep the best n overall.
+CLAIM_MANY: Final = (
+    _CLAIM_SET
+    + """WHERE j.id IN (
+    SELECT c.id FROM unnest($1::text[]) AS e(entrypoint)
+    CROSS JOIN LATERAL (
+        SELECT q.id, q.priority FROM {jobs} q
+        WHERE q.entrypoint = e.entrypoint AND q.status = 'queued' AND q.execute_after <= now()
+        ORDER BY q.priority DESC, q.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.id
+    LIMIT :limit
+)"""
+    + _CLAIM_RETURNING
+)
+
 HAS_RUNNABLE: Final = """
 SELECT EXISTS (
     SELECT 1 FROM unnest($1::text[]) AS e(entrypoint)
@@ -567,6 +618,8 @@ class Statements:
     has_runnable: str
     finish: str
     heartbeat: str
+    claim_one: str
+    claim_many: str
     rescue_expired: str
     fetch_result: str
     fetch_job: str
@@ -627,6 +680,8 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "has_runnable": HAS_RUNNABLE,
     "finish": FINISH,
     "heartbeat": HEARTBEAT,
+    "claim_one": CLAIM_ONE,
+    "claim_many": CLAIM_MANY,
     "rescue_expired": RESCUE_EXPIRED,
     "fetch_result": FETCH_RESULT,
     "fetch_job": FETCH_JOB,
