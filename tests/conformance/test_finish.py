@@ -153,3 +153,41 @@ async def test_a_second_finish_of_the_same_run_is_ignored(backend: QueueBackend)
     assert await backend.finish([Outcome(job.id, job.lease, "exception")]) == set()
     result = await backend.fetch_result(job.id)
     assert result is not None and (result.raw_status, result.result) == ("successful", "one")
+
+
+async def test_batch_of_plain_successes_is_fenced_and_clears_the_error(
+    backend: QueueBackend,
+) -> None:
+    # Handlers that returned None (no result): the common outcome, which a backend may
+    # write with a leaner statement; fencing and the end state must be the same.
+    await backend.enqueue([NewJob("a", None) for _ in range(3)], "raise")
+    first, second, third = await backend.claim([EntrypointLimit("a")], 3, uuid4(), 30.0)
+    retried = Outcome(third.id, third.lease, "queued", error=ErrorInfo("RetryRequested", "again"))
+    assert await backend.finish([retried]) == {third.id}
+    (third_again,) = await backend.claim([EntrypointLimit("a")], 1, uuid4(), 30.0)
+    accepted = await backend.finish(
+        [
+            Outcome(first.id, first.lease, "successful"),
+            Outcome(second.id, second.lease + 1, "successful"),  # a stale lease
+            Outcome(third_again.id, third_again.lease, "successful"),
+        ]
+    )
+    assert accepted == {first.id, third.id}
+    for job_id in (first.id, third.id):
+        stored = await backend.fetch_result(job_id)
+        assert stored is not None
+        assert (stored.raw_status, stored.result, stored.error_type) == ("successful", None, None)
+        assert stored.finished_at is not None
+    assert dict(await backend.job_statuses([second.id])) == {second.id: "picked"}
+    # Mixed batches (a result, a failure) still settle every outcome in one call.
+    await backend.enqueue([NewJob("a", None), NewJob("a", None)], "raise")
+    ok, bad = await backend.claim([EntrypointLimit("a")], 2, uuid4(), 30.0)
+    mixed = [
+        Outcome(ok.id, ok.lease, "successful"),
+        Outcome(bad.id, bad.lease, "exception", error=ErrorInfo("ValueError", "no")),
+    ]
+    assert await backend.finish(mixed) == {ok.id, bad.id}
+    assert dict(await backend.job_statuses([ok.id, bad.id])) == {
+        ok.id: "successful",
+        bad.id: "exception",
+    }

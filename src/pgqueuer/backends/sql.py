@@ -424,16 +424,23 @@ class SqlBackend:
     async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
         if not outcomes:
             return set()
-        rows = await self.lease_session.fetch(
-            self.sql.finish,
-            [o.job_id for o in outcomes],
-            [o.lease for o in outcomes],
-            [o.status for o in outcomes],
-            [o.result_json for o in outcomes],
-            [o.error.to_json() if o.error else None for o in outcomes],
-            [float(o.retry_delay) for o in outcomes],
-            [o.count_attempt for o in outcomes],
-        )
+        if all(o.status == "successful" and o.result_json is None for o in outcomes):
+            rows = await self.lease_session.fetch(
+                self.sql.finish_success,
+                [o.job_id for o in outcomes],
+                [o.lease for o in outcomes],
+            )
+        else:
+            rows = await self.lease_session.fetch(
+                self.sql.finish,
+                [o.job_id for o in outcomes],
+                [o.lease for o in outcomes],
+                [o.status for o in outcomes],
+                [o.result_json for o in outcomes],
+                [o.error.to_json() if o.error else None for o in outcomes],
+                [float(o.retry_delay) for o in outcomes],
+                [o.count_attempt for o in outcomes],
+            )
         return {row["id"] for row in rows}
 
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:

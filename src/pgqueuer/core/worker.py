@@ -732,6 +732,8 @@ class WorkerRun:
             return self._failure(job, registration, exc)
         if context.cancellation.cancel_called:
             return self._after_cancel(job)
+        if value is None:  # the common case: nothing to encode, the result stays SQL NULL
+            return Outcome(job.id, job.lease, "successful")
         try:
             encoded = result_to_json(value)
         except PayloadError as exc:

@@ -301,6 +301,18 @@ WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
 RETURNING j.id
 """
 
+# Settling a batch in which every handler returned None (the common outcome): ids and
+# leases only, the same fencing as FINISH, and the same end state as FINISH writes for a
+# successful run whose result is SQL NULL.
+FINISH_SUCCESS: Final = """
+UPDATE {jobs} j
+SET status = 'successful', result = NULL, error = NULL, finished_at = now(), crashes = 0,
+    cancel_requested = false, lease_expires_at = NULL, updated = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS o(id, lease)
+WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
+RETURNING j.id
+"""
+
 HEARTBEAT: Final = """
 UPDATE {jobs} j
 SET heartbeat = now(), lease_expires_at = now() + make_interval(secs => $3::float8)
@@ -620,6 +632,7 @@ class Statements:
     heartbeat: str
     claim_one: str
     claim_many: str
+    finish_success: str
     rescue_expired: str
     fetch_result: str
     fetch_job: str
@@ -682,6 +695,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "heartbeat": HEARTBEAT,
     "claim_one": CLAIM_ONE,
     "claim_many": CLAIM_MANY,
+    "finish_success": FINISH_SUCCESS,
     "rescue_expired": RESCUE_EXPIRED,
     "fetch_result": FETCH_RESULT,
     "fetch_job": FETCH_JOB,
