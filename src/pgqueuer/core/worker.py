@@ -700,7 +700,8 @@ class WorkerRun:
         finally:
             self.manager.job_context.pop(job.id, None)
             self.running.pop(job.id, None)
-            self.stop_reasons.pop(job.id, None)
+            if self.stop_reasons:
+                self.stop_reasons.pop(job.id, None)
             self.slot_freed.set()
 
     async def _execute(self, job: Job, context: Context) -> Outcome | None:
@@ -708,16 +709,20 @@ class WorkerRun:
         if registration is None:  # cannot happen: we only claim registered names
             return self._failure(job, None, RuntimeError(f"no handler for {job.entrypoint!r}"))
         limit = job.timeout if job.timeout is not None else registration.timeout
-        timer = asyncio.timeout(limit)
+        # No deadline, no timeout scope: it costs a loop lookup and two calls per job.
+        timer = asyncio.timeout(limit) if limit is not None else None
         try:
-            async with timer:
+            if timer is None:
                 value = await registration.executor.execute(job, context)
+            else:
+                async with timer:
+                    value = await registration.executor.execute(job, context)
         except RetryRequested as retry:
             return self._retry(job, retry)
         except asyncio.CancelledError:
             return self._after_cancel(job)
         except TimeoutError as exc:
-            if timer.expired():
+            if timer is not None and timer.expired():
                 deadline = JobTimeout(f"job {job.id} ran longer than its timeout of {limit}s")
                 deadline.__cause__ = exc
                 logger.warning(
@@ -808,6 +813,8 @@ class WorkerRun:
             logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
 
     def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
+        if len(accepted) == len(outcomes):  # ids are distinct: every outcome was accepted
+            return
         for outcome in outcomes:
             if outcome.job_id not in accepted:
                 logger.warning(
