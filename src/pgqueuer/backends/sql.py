@@ -100,6 +100,34 @@ def _claim_order(job: Job) -> tuple[int, int]:
     return (-job.priority, job.id)
 
 
+def _claimed_jobs(rows: Sequence[Row], worker_id: UUID) -> list[Job]:
+    jobs = [claimed_job_from_row(row, worker_id) for row in rows]
+    if len(jobs) > 1:
+        jobs.sort(key=_claim_order)
+    return jobs
+
+
+def _plain_successes(outcomes: Sequence[Outcome]) -> bool:
+    """Every run succeeded without a result: FINISH_SUCCESS (ids and leases) will do."""
+    return all(o.status == "successful" and o.result_json is None for o in outcomes)
+
+
+def _id_lease_arrays(outcomes: Sequence[Outcome]) -> tuple[list[JobId], list[int]]:
+    return [o.job_id for o in outcomes], [o.lease for o in outcomes]
+
+
+def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[list[Any], ...]:
+    return (
+        [o.job_id for o in outcomes],
+        [o.lease for o in outcomes],
+        [o.status for o in outcomes],
+        [o.result_json for o in outcomes],
+        [o.error.to_json() if o.error else None for o in outcomes],
+        [float(o.retry_delay) for o in outcomes],
+        [o.count_attempt for o in outcomes],
+    )
+
+
 def _as_uuid(value: Any) -> UUID | None:
     # asyncpg returns its own UUID type; normalise to the standard library's.
     return None if value is None else UUID(str(value))
@@ -248,8 +276,10 @@ class SqlBackend:
         # Heartbeats and outcome writes keep leases alive: they run on a connection that
         # handlers and claims cannot occupy, when the driver has one.
         self.lease_session: Session = connector.reserved()
-        # Lean claim statements by (one entrypoint?, batch size): see queries.CLAIM_ONE.
-        self._claim_statements: dict[tuple[bool, int], str] = {}
+        # One connection for everything: outcomes can ride on the next claim's statement.
+        self.combined_claim = self.lease_session is connector
+        # Lean claim statements by (template, one entrypoint?, batch size): queries.CLAIM_ONE.
+        self._claim_statements: dict[tuple[str, bool, int], str] = {}
 
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:
@@ -393,6 +423,15 @@ class SqlBackend:
         jobs.sort(key=_claim_order)
         return jobs
 
+    def _lean(self, template: str, single: bool, batch_size: int) -> str:
+        key = (template, single, batch_size)
+        statement = self._claim_statements.get(key)
+        if statement is None:
+            # The only value formatted into SQL: an int, checked here by its type.
+            statement = template.replace(":limit", str(int(batch_size)))
+            self._claim_statements[key] = statement
+        return statement
+
     async def _claim_unlimited(
         self,
         entrypoints: Sequence[EntrypointLimit],
@@ -401,21 +440,51 @@ class SqlBackend:
         lease_seconds: float,
     ) -> list[Job]:
         single = len(entrypoints) == 1
-        key = (single, batch_size)
-        statement = self._claim_statements.get(key)
-        if statement is None:
-            template = self.sql.claim_one if single else self.sql.claim_many
-            # The only value formatted into SQL: an int, checked just above by its type.
-            statement = template.replace(":limit", str(int(batch_size)))
-            self._claim_statements[key] = statement
+        template = self.sql.claim_one if single else self.sql.claim_many
+        statement = self._lean(template, single, batch_size)
         target: str | list[str] = entrypoints[0].name if single else [e.name for e in entrypoints]
         rows = await self.connector.fetch(statement, target, worker_id, float(lease_seconds))
         if not rows:
             return []
-        jobs = [claimed_job_from_row(row, worker_id) for row in rows]
-        if len(jobs) > 1:
-            jobs.sort(key=_claim_order)
-        return jobs
+        return _claimed_jobs(rows, worker_id)
+
+    async def claim_and_finish(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+        outcomes: Sequence[Outcome],
+    ) -> tuple[list[Job], set[JobId]]:
+        if not outcomes:
+            return await self.claim(entrypoints, batch_size, worker_id, lease_seconds), set()
+        if not self.combined_claim or any(e.concurrency_limit > 0 for e in entrypoints):
+            # Outcomes keep their reserved connection (they must never wait for a pool that
+            # handlers may hold), and limited entrypoints claim in a transaction of their
+            # own: two statements. (The worker does not hand outcomes to such claims.)
+            jobs = await self.claim(entrypoints, batch_size, worker_id, lease_seconds)
+            return jobs, await self.finish(outcomes)
+        if not entrypoints or batch_size < 1:
+            return [], await self.finish(outcomes)
+        single = len(entrypoints) == 1
+        target: str | list[str] = entrypoints[0].name if single else [e.name for e in entrypoints]
+        claim_args = (target, worker_id, float(lease_seconds))
+        sql = self.sql
+        if _plain_successes(outcomes):
+            template = sql.finish_success_claim_one if single else sql.finish_success_claim_many
+            args: tuple[Any, ...] = (*_id_lease_arrays(outcomes), *claim_args)
+        else:
+            template = sql.finish_claim_one if single else sql.finish_claim_many
+            args = (*_finish_arrays(outcomes), *claim_args)
+        # One connection serves everything here (the lease session is the connector).
+        rows = await self.connector.fetch(self._lean(template, single, batch_size), *args)
+        rejected = rows[0]["rejected"]
+        accepted = {o.job_id for o in outcomes}
+        if rejected:
+            accepted.difference_update(rejected)
+        if rows[0]["id"] is None:
+            return [], accepted
+        return _claimed_jobs(rows, worker_id), accepted
 
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
         rows = await self.connector.fetch(self.sql.has_runnable, list(entrypoints))
@@ -424,23 +493,12 @@ class SqlBackend:
     async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
         if not outcomes:
             return set()
-        if all(o.status == "successful" and o.result_json is None for o in outcomes):
+        if _plain_successes(outcomes):
             rows = await self.lease_session.fetch(
-                self.sql.finish_success,
-                [o.job_id for o in outcomes],
-                [o.lease for o in outcomes],
+                self.sql.finish_success, *_id_lease_arrays(outcomes)
             )
         else:
-            rows = await self.lease_session.fetch(
-                self.sql.finish,
-                [o.job_id for o in outcomes],
-                [o.lease for o in outcomes],
-                [o.status for o in outcomes],
-                [o.result_json for o in outcomes],
-                [o.error.to_json() if o.error else None for o in outcomes],
-                [float(o.retry_delay) for o in outcomes],
-                [o.count_attempt for o in outcomes],
-            )
+            rows = await self.lease_session.fetch(self.sql.finish, *_finish_arrays(outcomes))
         return {row["id"] for row in rows}
 
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:

@@ -623,33 +623,50 @@ class WorkerRun:
 
     # ---- claiming -----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
+        try:
+            await self._claim_batches()
+        finally:
+            self.writer.release()
+
+    async def _claim_batches(self) -> None:
         backoff = Backoff(maximum=self.settings.reconnect_backoff_max)
+        # On one connection, the outcomes of the last batch ride on the next claim: one
+        # round trip and one commit instead of two. Not for limited entrypoints, whose
+        # claims must see the slots those outcomes free.
+        carry = self.backend.combined_claim and not any(
+            e.concurrency_limit > 0 for e in self.entrypoints
+        )
         while not self.stopping:
             room = self.capacity - len(self.running)
             if room <= 0:
+                self.writer.release()
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
             if self.once and not self.running:
                 # Outcomes must be written first: a retry without delay is runnable again.
+                self.writer.release()
                 await self.writer.wait_idle()
             want = min(self.settings.batch_size, room)
             self.wake.clear()
+            outcomes: list[Outcome] = []
+            if carry and self.entrypoints:
+                self.writer.hold()
+                outcomes = self.writer.take()
             try:
-                jobs = (
-                    await self.backend.claim(
-                        self.entrypoints,
-                        want,
-                        self.manager.queue_manager_id,
-                        self.settings.heartbeat_timeout,
-                    )
-                    if self.entrypoints
-                    else []
-                )
+                jobs, accepted = await self._claim(want, outcomes)
             except DatabaseUnavailableError as exc:
+                self.writer.give_back(outcomes)
+                self.writer.release()
                 self.outage.failed("claim", exc)
                 await self._sleep_unless_stopping(backoff.next_delay())
                 continue
+            except BaseException:
+                self.writer.give_back(outcomes)
+                raise
+            if outcomes:
+                faultpoint("finish_after_commit")
+                self.writer.settle(outcomes, accepted)
             self.outage.succeeded()
             backoff.reset()
             if jobs:
@@ -657,7 +674,8 @@ class WorkerRun:
             for job in jobs:
                 self._start(job)
             if jobs and len(jobs) == want:
-                continue
+                continue  # the writer stays held: these jobs' outcomes go with the next claim
+            self.writer.release()
             if self.once:
                 if not jobs and not self.running:
                     if not await self._blocked_by_limits():
@@ -669,6 +687,17 @@ class WorkerRun:
                 await self.slot_freed.wait()
                 continue
             await self._wait_event(self.wake, self.settings.poll_interval)
+
+    async def _claim(self, want: int, outcomes: list[Outcome]) -> tuple[list[Job], set[JobId]]:
+        worker_id = self.manager.queue_manager_id
+        lease_seconds = self.settings.heartbeat_timeout
+        if outcomes:
+            return await self.backend.claim_and_finish(
+                self.entrypoints, want, worker_id, lease_seconds, outcomes
+            )
+        if not self.entrypoints:
+            return [], set()
+        return await self.backend.claim(self.entrypoints, want, worker_id, lease_seconds), set()
 
     async def _blocked_by_limits(self) -> bool:
         limited = [e.name for e in self.entrypoints if e.concurrency_limit > 0]
