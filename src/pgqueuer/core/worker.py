@@ -491,6 +491,7 @@ class WorkerRun:
         self.entrypoints = [
             EntrypointLimit(name, reg.concurrency_limit) for name, reg in self.registrations.items()
         ]
+        self.loop = asyncio.get_running_loop()
         self.running: dict[JobId, tuple[Job, asyncio.Task[None]]] = {}
         self.stop_reasons: dict[JobId, StopReason] = {}
         self.wake = asyncio.Event()
@@ -715,7 +716,7 @@ class WorkerRun:
 
     # ---- running jobs -------------------------------------------------------------------
     def _start(self, job: Job) -> None:
-        task = asyncio.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
+        task = self.loop.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
         self.running[job.id] = (job, task)
 
     async def _run_job(self, job: Job) -> None:
