@@ -7,7 +7,9 @@ claim loop      claim up to ``batch_size`` jobs (never more than free local capa
                 batch means claim again at once, a short one means wait for a NOTIFY naming
                 one of our entrypoints, a freed slot, or ``poll_interval`` (polling is the
                 guarantee, NOTIFY only the hint)
-outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``)
+outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``); on
+                a single connection the claim loop carries them in its next claim
+                instead, while it claims batch after batch (``claim_and_finish``)
 heartbeats      one statement per interval for all running jobs; lost leases and cancel
                 requests come back in the answer
 listener        keeps LISTEN alive, probing it with self-notifications (``core/listener.py``)
