@@ -124,6 +124,15 @@ class DatabaseUnavailableError(PgqError, ConnectionError):
         self.server_sqlstate = server_sqlstate
 
 
+class OutcomeWriteError(PgqError, RuntimeError):
+    """The worker could not record job outcomes for a reason retrying will not cure.
+
+    The run stops with this error (its ``__cause__`` is the original one) instead of
+    running jobs whose outcomes can no longer be written; the leases of the unrecorded jobs
+    expire and the jobs are retried, by this worker after a restart or by another.
+    """
+
+
 class FailingListenerError(PgqError):
     """The LISTEN connection did not deliver a notification in time."""
 

@@ -2,13 +2,18 @@
 
 ``PGQUEUER_FAULTPOINTS=claim_after_commit,handler_after_return`` makes the process exit with
 status 137 (as after SIGKILL) via ``os._exit`` the first time it reaches one of the named
-points, so tests can kill a worker inside windows that signals cannot hit reliably:
+crash points, so tests can kill a worker inside windows that signals cannot hit reliably:
 
 ``claim_before_commit``   the claim statement ran, its transaction is not committed yet
                           (the transactional claim, used by concurrency-limited entrypoints)
 ``claim_after_commit``    jobs are claimed, their handlers not started
 ``handler_after_return``  a handler returned, its outcome is not written yet
 ``finish_after_commit``   outcomes are committed, the worker has not taken note yet
+
+Error points raise :class:`FaultInjected` (a ``RuntimeError``, which no retry loop treats as
+an outage) each time they are reached, so tests can see how the worker handles a bug:
+
+``finish_error``          the outcome writer is about to write a batch
 
 The variable is read once, at import. When it is unset :func:`faultpoint` is a function
 that does nothing, so the hooks cost one call on the hot path.
@@ -21,9 +26,11 @@ import sys
 from typing import Final
 
 ENV_VAR: Final = "PGQUEUER_FAULTPOINTS"
-POINTS: Final = frozenset(
+CRASH_POINTS: Final = frozenset(
     {"claim_before_commit", "claim_after_commit", "handler_after_return", "finish_after_commit"}
 )
+ERROR_POINTS: Final = frozenset({"finish_error"})
+POINTS: Final = CRASH_POINTS | ERROR_POINTS
 
 _armed: Final = frozenset(p.strip() for p in os.environ.get(ENV_VAR, "").split(",") if p.strip())
 _unknown = _armed - POINTS
@@ -31,15 +38,22 @@ if _unknown:
     raise RuntimeError(f"{ENV_VAR} names unknown fault points: {sorted(_unknown)}")
 
 
-def _crash(name: str) -> None:
-    if name in _armed:
-        sys.stderr.write(f"pgqueuer fault point {name!r} reached: exiting with 137\n")
-        sys.stderr.flush()
-        os._exit(137)
+class FaultInjected(RuntimeError):
+    """Raised at an armed error point."""
+
+
+def _fire(name: str) -> None:
+    if name not in _armed:
+        return
+    if name in ERROR_POINTS:
+        raise FaultInjected(f"pgqueuer fault point {name!r} reached")
+    sys.stderr.write(f"pgqueuer fault point {name!r} reached: exiting with 137\n")
+    sys.stderr.flush()
+    os._exit(137)
 
 
 def _inert(name: str) -> None:
     return None
 
 
-faultpoint = _crash if _armed else _inert
+faultpoint = _fire if _armed else _inert

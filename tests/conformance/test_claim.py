@@ -124,3 +124,38 @@ async def test_concurrency_limit_counts_jobs_picked_by_other_workers(
     # Another worker claimed without a limit; its picked jobs still count against ours.
     assert len(await claim(backend, [EntrypointLimit("lim")], batch=2)) == 2
     assert len(await claim(backend, [EntrypointLimit("lim", 3)])) == 1
+
+
+async def test_claimed_job_matches_the_stored_job(backend: QueueBackend) -> None:
+    # The claim may build the Job from fewer columns than a read returns (what it set
+    # itself); what the worker sees must still be what is stored.
+    (job_id,) = await backend.enqueue(
+        [NewJob("a", b'{"n": 1}', priority=3, headers={"trace": {"id": "x"}}, timeout=7.5)],
+        "raise",
+    )
+    assert job_id is not None
+    worker = uuid4()
+    (job,) = await backend.claim([EntrypointLimit("a")], 4, worker, 30.0)
+    stored = await backend.fetch_job(job_id)
+    assert stored is not None
+    assert job == stored
+    assert (job.payload, job.headers, job.timeout, job.priority) == (
+        b'{"n": 1}',
+        {"trace": {"id": "x"}},
+        7.5,
+        3,
+    )
+    assert job.heartbeat == job.updated
+
+
+async def test_claims_of_changing_sizes_each_respect_their_size(backend: QueueBackend) -> None:
+    await enqueue(backend, "a", 12)
+    await enqueue(backend, "b", 12)
+    one = [EntrypointLimit("a")]
+    both = [EntrypointLimit("a"), EntrypointLimit("b")]
+    sizes = [
+        len(await claim(backend, limits, batch=size))
+        for limits, size in [(one, 3), (one, 1), (one, 3), (both, 5), (both, 2), (both, 5)]
+    ]
+    assert sizes == [3, 1, 3, 5, 2, 5]
+    assert len(await claim(backend, both, batch=100)) == 24 - sum(sizes)

@@ -153,3 +153,90 @@ async def test_a_second_finish_of_the_same_run_is_ignored(backend: QueueBackend)
     assert await backend.finish([Outcome(job.id, job.lease, "exception")]) == set()
     result = await backend.fetch_result(job.id)
     assert result is not None and (result.raw_status, result.result) == ("successful", "one")
+
+
+async def test_batch_of_plain_successes_is_fenced_and_clears_the_error(
+    backend: QueueBackend,
+) -> None:
+    # Handlers that returned None (no result): the common outcome, which a backend may
+    # write with a leaner statement; fencing and the end state must be the same.
+    await backend.enqueue([NewJob("a", None) for _ in range(3)], "raise")
+    first, second, third = await backend.claim([EntrypointLimit("a")], 3, uuid4(), 30.0)
+    retried = Outcome(third.id, third.lease, "queued", error=ErrorInfo("RetryRequested", "again"))
+    assert await backend.finish([retried]) == {third.id}
+    (third_again,) = await backend.claim([EntrypointLimit("a")], 1, uuid4(), 30.0)
+    accepted = await backend.finish(
+        [
+            Outcome(first.id, first.lease, "successful"),
+            Outcome(second.id, second.lease + 1, "successful"),  # a stale lease
+            Outcome(third_again.id, third_again.lease, "successful"),
+        ]
+    )
+    assert accepted == {first.id, third.id}
+    for job_id in (first.id, third.id):
+        stored = await backend.fetch_result(job_id)
+        assert stored is not None
+        assert (stored.raw_status, stored.result, stored.error_type) == ("successful", None, None)
+        assert stored.finished_at is not None
+    assert dict(await backend.job_statuses([second.id])) == {second.id: "picked"}
+    # Mixed batches (a result, a failure) still settle every outcome in one call.
+    await backend.enqueue([NewJob("a", None), NewJob("a", None)], "raise")
+    ok, bad = await backend.claim([EntrypointLimit("a")], 2, uuid4(), 30.0)
+    mixed = [
+        Outcome(ok.id, ok.lease, "successful"),
+        Outcome(bad.id, bad.lease, "exception", error=ErrorInfo("ValueError", "no")),
+    ]
+    assert await backend.finish(mixed) == {ok.id, bad.id}
+    assert dict(await backend.job_statuses([ok.id, bad.id])) == {
+        ok.id: "successful",
+        bad.id: "exception",
+    }
+
+
+async def test_claim_and_finish_records_outcomes_and_claims_in_one_call(
+    backend: QueueBackend,
+) -> None:
+    await backend.enqueue([NewJob("a", None) for _ in range(4)], "raise")
+    worker = uuid4()
+    first, second = await backend.claim([EntrypointLimit("a")], 2, worker, 30.0)
+    outcomes = [
+        Outcome(first.id, first.lease, "successful"),
+        Outcome(second.id, second.lease + 1, "successful"),  # a stale lease: fenced
+    ]
+    jobs, accepted = await backend.claim_and_finish(
+        [EntrypointLimit("a")], 3, worker, 30.0, outcomes
+    )
+    assert accepted == {first.id}
+    assert len(jobs) == 2 and {j.id for j in jobs}.isdisjoint({first.id, second.id})
+    assert all((j.status, j.lease, j.queue_manager_id) == ("picked", 1, worker) for j in jobs)
+    assert dict(await backend.job_statuses([first.id, second.id])) == {
+        first.id: "successful",
+        second.id: "picked",
+    }
+    # General outcomes (an error, a result) with several entrypoints; nothing left to claim.
+    error = ErrorInfo("ValueError", "no")
+    jobs_after, accepted = await backend.claim_and_finish(
+        [EntrypointLimit("a"), EntrypointLimit("b")],
+        5,
+        worker,
+        30.0,
+        [
+            Outcome(jobs[0].id, jobs[0].lease, "exception", error=error),
+            Outcome(jobs[1].id, jobs[1].lease, "successful", result_json='{"x": 1}'),
+            Outcome(second.id, second.lease, "successful"),
+        ],
+    )
+    assert jobs_after == []
+    assert accepted == {jobs[0].id, jobs[1].id, second.id}
+    done = await backend.fetch_result(jobs[1].id)
+    assert done is not None and done.result == {"x": 1}
+    failed = await backend.fetch_result(jobs[0].id)
+    assert failed is not None and (failed.raw_status, failed.error_type) == (
+        "exception",
+        "ValueError",
+    )
+    # No outcomes: a plain claim.
+    assert await backend.claim_and_finish([EntrypointLimit("a")], 1, worker, 30.0, []) == (
+        [],
+        set(),
+    )

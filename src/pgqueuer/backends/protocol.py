@@ -75,6 +75,10 @@ class Subscription(Protocol):
 class QueueBackend(Protocol):
     """Operations on the job store. All methods are safe to call concurrently."""
 
+    #: True when ``claim_and_finish`` records the outcomes in the claim's own round trip (one
+    #: connection serves everything): the worker then hands its outcomes to its next claim.
+    combined_claim: bool
+
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:
         """Install or upgrade the schema; return the migration versions applied now.
@@ -136,6 +140,23 @@ class QueueBackend(Protocol):
         retry_delay``; when ``count_attempt`` is False the attempt is given back
         (``attempts - 1``). Terminal statuses set ``finished_at``; ``successful`` stores
         ``result_json``; failures store ``error``. Any outcome resets ``crashes`` to 0.
+        """
+        ...
+
+    async def claim_and_finish(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+        outcomes: Sequence[Outcome],
+    ) -> tuple[list[Job], set[JobId]]:
+        """``claim`` and ``finish(outcomes)`` together, in one round trip where the store
+        allows (one statement on a single connection).
+
+        The claim may not see what the outcomes change (a job they put back in the queue, a
+        concurrency slot they free); otherwise both steps follow the rules of ``claim`` and
+        ``finish``. Returns the claimed jobs and the ids of the outcomes accepted.
         """
         ...
 

@@ -73,6 +73,61 @@ def job_from_row(row: Row) -> Job:
     )
 
 
+def claimed_job_from_row(row: Row, worker_id: UUID) -> Job:
+    """A job from the lean claim's row, which leaves out what the claim itself set."""
+    headers = row["headers"]
+    payload = row["payload"]
+    updated = row["updated"]
+    return Job(
+        id=row["id"],
+        priority=row["priority"],
+        created=row["created"],
+        updated=updated,
+        heartbeat=updated,
+        execute_after=row["execute_after"],
+        status="picked",
+        entrypoint=row["entrypoint"],
+        payload=payload if payload is None or type(payload) is bytes else bytes(payload),
+        attempts=row["attempts"],
+        queue_manager_id=worker_id,
+        headers=json.loads(headers) if headers is not None else None,
+        lease=row["lease"],
+        timeout=row["timeout_seconds"],
+    )
+
+
+def _claim_order(job: Job) -> tuple[int, int]:
+    return (-job.priority, job.id)
+
+
+def _claimed_jobs(rows: Sequence[Row], worker_id: UUID) -> list[Job]:
+    jobs = [claimed_job_from_row(row, worker_id) for row in rows]
+    if len(jobs) > 1:
+        jobs.sort(key=_claim_order)
+    return jobs
+
+
+def _plain_successes(outcomes: Sequence[Outcome]) -> bool:
+    """Every run succeeded without a result: FINISH_SUCCESS (ids and leases) will do."""
+    return all(o.status == "successful" and o.result_json is None for o in outcomes)
+
+
+def _id_lease_arrays(outcomes: Sequence[Outcome]) -> tuple[list[JobId], list[int]]:
+    return [o.job_id for o in outcomes], [o.lease for o in outcomes]
+
+
+def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[list[Any], ...]:
+    return (
+        [o.job_id for o in outcomes],
+        [o.lease for o in outcomes],
+        [o.status for o in outcomes],
+        [o.result_json for o in outcomes],
+        [o.error.to_json() if o.error else None for o in outcomes],
+        [float(o.retry_delay) for o in outcomes],
+        [o.count_attempt for o in outcomes],
+    )
+
+
 def _as_uuid(value: Any) -> UUID | None:
     # asyncpg returns its own UUID type; normalise to the standard library's.
     return None if value is None else UUID(str(value))
@@ -221,6 +276,10 @@ class SqlBackend:
         # Heartbeats and outcome writes keep leases alive: they run on a connection that
         # handlers and claims cannot occupy, when the driver has one.
         self.lease_session: Session = connector.reserved()
+        # One connection for everything: outcomes can ride on the next claim's statement.
+        self.combined_claim = self.lease_session is connector
+        # Lean claim statements by (template, one entrypoint?, batch size): queries.CLAIM_ONE.
+        self._claim_statements: dict[tuple[str, bool, int], str] = {}
 
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:
@@ -340,6 +399,9 @@ class SqlBackend:
     ) -> list[Job]:
         if not entrypoints or batch_size < 1:
             return []
+        limited = [e.name for e in entrypoints if e.concurrency_limit > 0]
+        if not limited:
+            return await self._claim_unlimited(entrypoints, batch_size, worker_id, lease_seconds)
         args = (
             [e.name for e in entrypoints],
             batch_size,
@@ -347,23 +409,82 @@ class SqlBackend:
             float(lease_seconds),
             [e.concurrency_limit for e in entrypoints],
         )
-        limited = [e.name for e in entrypoints if e.concurrency_limit > 0]
-        if not limited:
-            rows = await self.connector.fetch(self.sql.claim, *args)
-        else:
-            # The count of picked rows is only trustworthy while no other claim for the same
-            # entrypoint is in flight: hold a per-entrypoint advisory lock for the
-            # transaction, and count in a later statement (a fresh snapshot).
-            async with self.connector.transaction() as session:
-                await session.execute(
-                    self.sql.claim_lock, self.names.qualified(self.names.jobs), limited
-                )
-                rows = await session.fetch(self.sql.claim, *args)
-                if rows:
-                    faultpoint("claim_before_commit")
+        # The count of picked rows is only trustworthy while no other claim for the same
+        # entrypoint is in flight: hold a per-entrypoint advisory lock for the transaction,
+        # and count in a later statement (a fresh snapshot).
+        async with self.connector.transaction() as session:
+            await session.execute(
+                self.sql.claim_lock, self.names.qualified(self.names.jobs), limited
+            )
+            rows = await session.fetch(self.sql.claim, *args)
+            if rows:
+                faultpoint("claim_before_commit")
         jobs = [job_from_row(row) for row in rows]
-        jobs.sort(key=lambda job: (-job.priority, job.id))
+        jobs.sort(key=_claim_order)
         return jobs
+
+    def _lean(self, template: str, single: bool, batch_size: int) -> str:
+        key = (template, single, batch_size)
+        statement = self._claim_statements.get(key)
+        if statement is None:
+            # The only value formatted into SQL: an int, checked here by its type.
+            statement = template.replace(":limit", str(int(batch_size)))
+            self._claim_statements[key] = statement
+        return statement
+
+    async def _claim_unlimited(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+    ) -> list[Job]:
+        single = len(entrypoints) == 1
+        template = self.sql.claim_one if single else self.sql.claim_many
+        statement = self._lean(template, single, batch_size)
+        target: str | list[str] = entrypoints[0].name if single else [e.name for e in entrypoints]
+        rows = await self.connector.fetch(statement, target, worker_id, float(lease_seconds))
+        if not rows:
+            return []
+        return _claimed_jobs(rows, worker_id)
+
+    async def claim_and_finish(
+        self,
+        entrypoints: Sequence[EntrypointLimit],
+        batch_size: int,
+        worker_id: UUID,
+        lease_seconds: float,
+        outcomes: Sequence[Outcome],
+    ) -> tuple[list[Job], set[JobId]]:
+        if not outcomes:
+            return await self.claim(entrypoints, batch_size, worker_id, lease_seconds), set()
+        if not self.combined_claim or any(e.concurrency_limit > 0 for e in entrypoints):
+            # Outcomes keep their reserved connection (they must never wait for a pool that
+            # handlers may hold), and limited entrypoints claim in a transaction of their
+            # own: two statements. (The worker does not hand outcomes to such claims.)
+            jobs = await self.claim(entrypoints, batch_size, worker_id, lease_seconds)
+            return jobs, await self.finish(outcomes)
+        if not entrypoints or batch_size < 1:
+            return [], await self.finish(outcomes)
+        single = len(entrypoints) == 1
+        target: str | list[str] = entrypoints[0].name if single else [e.name for e in entrypoints]
+        claim_args = (target, worker_id, float(lease_seconds))
+        sql = self.sql
+        if _plain_successes(outcomes):
+            template = sql.finish_success_claim_one if single else sql.finish_success_claim_many
+            args: tuple[Any, ...] = (*_id_lease_arrays(outcomes), *claim_args)
+        else:
+            template = sql.finish_claim_one if single else sql.finish_claim_many
+            args = (*_finish_arrays(outcomes), *claim_args)
+        # One connection serves everything here (the lease session is the connector).
+        rows = await self.connector.fetch(self._lean(template, single, batch_size), *args)
+        rejected = rows[0]["rejected"]
+        accepted = {o.job_id for o in outcomes}
+        if rejected:
+            accepted.difference_update(rejected)
+        if rows[0]["id"] is None:
+            return [], accepted
+        return _claimed_jobs(rows, worker_id), accepted
 
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
         rows = await self.connector.fetch(self.sql.has_runnable, list(entrypoints))
@@ -372,17 +493,13 @@ class SqlBackend:
     async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
         if not outcomes:
             return set()
-        rows = await self.lease_session.fetch(
-            self.sql.finish,
-            [o.job_id for o in outcomes],
-            [o.lease for o in outcomes],
-            [o.status for o in outcomes],
-            [o.result_json for o in outcomes],
-            [o.error.to_json() if o.error else None for o in outcomes],
-            [float(o.retry_delay) for o in outcomes],
-            [o.count_attempt for o in outcomes],
-        )
-        return {JobId(row["id"]) for row in rows}
+        if _plain_successes(outcomes):
+            rows = await self.lease_session.fetch(
+                self.sql.finish_success, *_id_lease_arrays(outcomes)
+            )
+        else:
+            rows = await self.lease_session.fetch(self.sql.finish, *_finish_arrays(outcomes))
+        return {row["id"] for row in rows}
 
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
         if not leases:

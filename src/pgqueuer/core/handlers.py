@@ -116,7 +116,7 @@ def decode_payload(job: Job) -> Any:
 class HandlerCall:
     """A registered handler with its call shape resolved once, at registration."""
 
-    __slots__ = ("_job_id", "func", "is_async", "shape")
+    __slots__ = ("_async_job_only", "_job_id", "func", "is_async", "shape")
 
     def __init__(self, func: Callable[..., Any], accepts_context: bool | None = None) -> None:
         if not callable(func):
@@ -125,6 +125,8 @@ class HandlerCall:
         self.is_async = is_async_callable(func)
         self.shape = detect_shape(func, accepts_context)
         self._job_id = job_id_argument(func)
+        # The 1.x shape, ``async def handler(job)``: the per-job path without any dispatch.
+        self._async_job_only = self.is_async and self.shape is Shape.JOB
 
     def arguments(self, job: Job, context: Context) -> tuple[Any, ...]:
         if self.shape is Shape.JOB:
@@ -136,6 +138,8 @@ class HandlerCall:
         return ()
 
     async def __call__(self, job: Job, context: Context) -> Any:
+        if self._async_job_only:
+            return await self.func(job)
         args = self.arguments(job, context)
         if self.is_async:
             return await self.func(*args)

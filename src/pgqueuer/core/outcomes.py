@@ -13,7 +13,7 @@ from typing import Any
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.config import DEFAULT_RECONNECT_BACKOFF_MAX
 from pgqueuer.core.backoff import Backoff, OutageLog
-from pgqueuer.errors import DatabaseUnavailableError, PayloadError
+from pgqueuer.errors import DatabaseUnavailableError, OutcomeWriteError, PayloadError
 from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import ErrorInfo, Outcome
 from pgqueuer.types import JobId
@@ -48,6 +48,12 @@ class OutcomeWriter:
     Writes that fail because the database is unreachable are retried with backoff, for as
     long as it takes (a short outage must not re-run finished jobs); the outcomes stay
     buffered, and the leases fence any that arrive after their job was rescued elsewhere.
+    Any other error ends ``run`` with :class:`~pgqueuer.errors.OutcomeWriteError`, and
+    ``wait_idle`` raises it too: nobody waits for writes that will never happen.
+
+    The claim loop may also carry outcomes in its own statement (``take``, then ``settle``
+    or ``give_back``): while it claims batch after batch it ``hold``s the writer, and it
+    ``release``s it before it waits for anything, so no outcome waits longer than a claim.
     """
 
     def __init__(
@@ -61,43 +67,103 @@ class OutcomeWriter:
     ) -> None:
         self._backend = backend
         self._pending: list[Outcome] = []
+        self._unsettled = 0  # added and not yet written: pending, or in some statement
         self._has_work = asyncio.Event()
+        self._may_write = asyncio.Event()
+        self._may_write.set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._on_written = on_written
         self._max_batch = max_batch
         self._outage = outage or OutageLog(logger)
         self._backoff = Backoff(initial=0.05, maximum=backoff_max)
+        self._failure: OutcomeWriteError | None = None
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        self._idle.clear()
-        self._has_work.set()
+        self._unsettled += 1
+        if self._failure is None:  # after a failure nothing will write it: stay "idle"
+            self._idle.clear()
+            self._has_work.set()
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Outcomes added and not written yet."""
+        return self._unsettled
 
     async def wait_idle(self) -> None:
-        """Return once everything added so far has been written."""
-        await self._idle.wait()
+        """Return once everything added so far has been written; raise if it never will be."""
+        if self._failure is None:
+            await self._idle.wait()
+        if self._failure is not None:
+            raise self._failure
 
+    # ---- outcomes carried by someone else's statement -----------------------------------
+    def hold(self) -> None:
+        """Leave the pending outcomes to the caller's next ``take``."""
+        self._may_write.clear()
+
+    def release(self) -> None:
+        """Write pending outcomes again (at once, if there are any)."""
+        self._may_write.set()
+
+    def take(self) -> list[Outcome]:
+        """Up to one batch of pending outcomes, for a statement that will write them."""
+        batch = self._pending[: self._max_batch]
+        del self._pending[: len(batch)]
+        if not self._pending:
+            self._has_work.clear()
+        return batch
+
+    def settle(self, batch: list[Outcome], accepted: set[JobId]) -> None:
+        """``batch`` (from ``take``) was written; ``accepted`` are the ids that matched."""
+        self._unsettled -= len(batch)
+        if self._on_written is not None:
+            self._on_written(batch, accepted)
+        if self._unsettled == 0 and self._failure is None:
+            self._idle.set()
+
+    def give_back(self, batch: list[Outcome]) -> None:
+        """``batch`` (from ``take``) was not written: write it later, first."""
+        if batch:
+            self._pending[:0] = batch
+            if self._failure is None:
+                self._has_work.set()
+
+    # ---- the writer's own loop ----------------------------------------------------------
     async def run(self) -> None:
+        try:
+            await self._write_forever()
+        except Exception as exc:
+            # Not an outage (those are retried below): retrying the same batch would fail
+            # the same way forever, and a dead writer must not leave waiters hanging.
+            self._failure = OutcomeWriteError(
+                f"could not record {self._unsettled} job outcomes, stopping the worker: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            logger.error("%s", self._failure)
+            self._idle.set()  # wakes every waiter: wait_idle raises the failure
+            raise self._failure from exc
+
+    async def _write_forever(self) -> None:
         while True:
             await self._has_work.wait()
-            batch = self._pending[: self._max_batch]
+            await self._may_write.wait()
+            batch = self.take()
+            if not batch:
+                continue  # a claim took them while we waited
             try:
+                faultpoint("finish_error")
                 accepted = await self._backend.finish(batch)
             except DatabaseUnavailableError as exc:
+                self.give_back(batch)
                 self._outage.failed(f"recording {len(batch)} job outcomes", exc)
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
+            except BaseException:
+                self.give_back(batch)
+                raise
             faultpoint("finish_after_commit")
             self._outage.succeeded()
             self._backoff.reset()
-            del self._pending[: len(batch)]
-            if self._on_written is not None:
-                self._on_written(batch, accepted)
-            if not self._pending:
-                self._has_work.clear()
-                self._idle.set()
+            self.settle(batch, accepted)

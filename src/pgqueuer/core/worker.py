@@ -7,7 +7,9 @@ claim loop      claim up to ``batch_size`` jobs (never more than free local capa
                 batch means claim again at once, a short one means wait for a NOTIFY naming
                 one of our entrypoints, a freed slot, or ``poll_interval`` (polling is the
                 guarantee, NOTIFY only the hint)
-outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``)
+outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``); on
+                a single connection the claim loop carries them in its next claim
+                instead, while it claims batch after batch (``claim_and_finish``)
 heartbeats      one statement per interval for all running jobs; lost leases and cancel
                 requests come back in the answer
 listener        keeps LISTEN alive, probing it with self-notifications (``core/listener.py``)
@@ -492,6 +494,7 @@ class WorkerRun:
         self.entrypoints = [
             EntrypointLimit(name, reg.concurrency_limit) for name, reg in self.registrations.items()
         ]
+        self.loop = asyncio.get_running_loop()
         self.running: dict[JobId, tuple[Job, asyncio.Task[None]]] = {}
         self.stop_reasons: dict[JobId, StopReason] = {}
         self.wake = asyncio.Event()
@@ -624,33 +627,50 @@ class WorkerRun:
 
     # ---- claiming -----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
+        try:
+            await self._claim_batches()
+        finally:
+            self.writer.release()
+
+    async def _claim_batches(self) -> None:
         backoff = Backoff(maximum=self.settings.reconnect_backoff_max)
+        # On one connection, the outcomes of the last batch ride on the next claim: one
+        # round trip and one commit instead of two. Not for limited entrypoints, whose
+        # claims must see the slots those outcomes free.
+        carry = self.backend.combined_claim and not any(
+            e.concurrency_limit > 0 for e in self.entrypoints
+        )
         while not self.stopping:
             room = self.capacity - len(self.running)
             if room <= 0:
+                self.writer.release()
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
             if self.once and not self.running:
                 # Outcomes must be written first: a retry without delay is runnable again.
+                self.writer.release()
                 await self.writer.wait_idle()
             want = min(self.settings.batch_size, room)
             self.wake.clear()
+            outcomes: list[Outcome] = []
+            if carry and self.entrypoints:
+                self.writer.hold()
+                outcomes = self.writer.take()
             try:
-                jobs = (
-                    await self.backend.claim(
-                        self.entrypoints,
-                        want,
-                        self.manager.queue_manager_id,
-                        self.settings.heartbeat_timeout,
-                    )
-                    if self.entrypoints
-                    else []
-                )
+                jobs, accepted = await self._claim(want, outcomes)
             except DatabaseUnavailableError as exc:
+                self.writer.give_back(outcomes)
+                self.writer.release()
                 self.outage.failed("claim", exc)
                 await self._sleep_unless_stopping(backoff.next_delay())
                 continue
+            except BaseException:
+                self.writer.give_back(outcomes)
+                raise
+            if outcomes:
+                faultpoint("finish_after_commit")
+                self.writer.settle(outcomes, accepted)
             self.outage.succeeded()
             backoff.reset()
             if jobs:
@@ -658,7 +678,8 @@ class WorkerRun:
             for job in jobs:
                 self._start(job)
             if jobs and len(jobs) == want:
-                continue
+                continue  # the writer stays held: these jobs' outcomes go with the next claim
+            self.writer.release()
             if self.once:
                 if not jobs and not self.running:
                     if not await self._blocked_by_limits():
@@ -670,6 +691,17 @@ class WorkerRun:
                 await self.slot_freed.wait()
                 continue
             await self._wait_event(self.wake, self.settings.poll_interval)
+
+    async def _claim(self, want: int, outcomes: list[Outcome]) -> tuple[list[Job], set[JobId]]:
+        worker_id = self.manager.queue_manager_id
+        lease_seconds = self.settings.heartbeat_timeout
+        if outcomes:
+            return await self.backend.claim_and_finish(
+                self.entrypoints, want, worker_id, lease_seconds, outcomes
+            )
+        if not self.entrypoints:
+            return [], set()
+        return await self.backend.claim(self.entrypoints, want, worker_id, lease_seconds), set()
 
     async def _blocked_by_limits(self) -> bool:
         limited = [e.name for e in self.entrypoints if e.concurrency_limit > 0]
@@ -687,7 +719,7 @@ class WorkerRun:
 
     # ---- running jobs -------------------------------------------------------------------
     def _start(self, job: Job) -> None:
-        task = asyncio.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
+        task = self.loop.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
         self.running[job.id] = (job, task)
 
     async def _run_job(self, job: Job) -> None:
@@ -701,7 +733,8 @@ class WorkerRun:
         finally:
             self.manager.job_context.pop(job.id, None)
             self.running.pop(job.id, None)
-            self.stop_reasons.pop(job.id, None)
+            if self.stop_reasons:
+                self.stop_reasons.pop(job.id, None)
             self.slot_freed.set()
 
     async def _execute(self, job: Job, context: Context) -> Outcome | None:
@@ -709,16 +742,20 @@ class WorkerRun:
         if registration is None:  # cannot happen: we only claim registered names
             return self._failure(job, None, RuntimeError(f"no handler for {job.entrypoint!r}"))
         limit = job.timeout if job.timeout is not None else registration.timeout
-        timer = asyncio.timeout(limit)
+        # No deadline, no timeout scope: it costs a loop lookup and two calls per job.
+        timer = asyncio.timeout(limit) if limit is not None else None
         try:
-            async with timer:
+            if timer is None:
                 value = await registration.executor.execute(job, context)
+            else:
+                async with timer:
+                    value = await registration.executor.execute(job, context)
         except RetryRequested as retry:
             return self._retry(job, retry)
         except asyncio.CancelledError:
             return self._after_cancel(job)
         except TimeoutError as exc:
-            if timer.expired():
+            if timer is not None and timer.expired():
                 deadline = JobTimeout(f"job {job.id} ran longer than its timeout of {limit}s")
                 deadline.__cause__ = exc
                 logger.warning(
@@ -733,6 +770,8 @@ class WorkerRun:
             return self._failure(job, registration, exc)
         if context.cancellation.cancel_called:
             return self._after_cancel(job)
+        if value is None:  # the common case: nothing to encode, the result stays SQL NULL
+            return Outcome(job.id, job.lease, "successful")
         try:
             encoded = result_to_json(value)
         except PayloadError as exc:
@@ -807,6 +846,8 @@ class WorkerRun:
             logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
 
     def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
+        if len(accepted) == len(outcomes):  # ids are distinct: every outcome was accepted
+            return
         for outcome in outcomes:
             if outcome.job_id not in accepted:
                 logger.warning(

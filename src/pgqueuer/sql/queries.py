@@ -215,6 +215,63 @@ RETURNING """
     + JOB_COLUMNS
 )
 
+# The common claim: no entrypoint asked for has a concurrency limit, so there is no capacity
+# to count, and a plain "lock the best n queued rows, then update them" does. The LIMIT is a
+# literal (``:limit``, an int the backend formats in; one statement per batch size) so that
+# the cached generic plan is the ordered walk of the queued index that a custom plan picks:
+# with a bound LIMIT the generic plan is ~6x slower, so PostgreSQL re-planned every call.
+# Only columns a Job needs and the caller does not already know come back: the status is
+# 'picked', queue_manager_id is the caller's, heartbeat equals updated.
+# ``:ep``, ``:worker`` and ``:lease`` stand for parameter numbers (see the variants below).
+_CLAIM_SET: Final = """
+UPDATE {jobs} j
+SET status = 'picked', attempts = j.attempts + 1, lease = j.lease + 1,
+    queue_manager_id = :worker::uuid, heartbeat = now(), started_at = now(), updated = now(),
+    lease_expires_at = now() + make_interval(secs => :lease::float8)
+"""
+
+_CLAIM_RETURNING: Final = """
+RETURNING j.id, j.priority, j.created, j.updated, j.execute_after, j.entrypoint, j.payload,
+          j.attempts, j.headers::text AS headers, j.lease, j.timeout_seconds
+"""
+
+# One entrypoint: the queued index gives the rows in order, the LIMIT stops the walk.
+_CLAIM_ONE: Final = (
+    _CLAIM_SET
+    + """WHERE j.id IN (
+    SELECT q.id FROM {jobs} q
+    WHERE q.entrypoint = :ep::text AND q.status = 'queued' AND q.execute_after <= now()
+    ORDER BY q.priority DESC, q.id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)"""
+    + _CLAIM_RETURNING
+)
+
+# Several entrypoints: walk the index once per entrypoint (an ``= ANY`` scan would have to
+# sort every queued row of them), then keep the best n overall.
+_CLAIM_MANY: Final = (
+    _CLAIM_SET
+    + """WHERE j.id IN (
+    SELECT c.id FROM unnest(:ep::text[]) AS e(entrypoint)
+    CROSS JOIN LATERAL (
+        SELECT q.id, q.priority FROM {jobs} q
+        WHERE q.entrypoint = e.entrypoint AND q.status = 'queued' AND q.execute_after <= now()
+        ORDER BY q.priority DESC, q.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.id
+    LIMIT :limit
+)"""
+    + _CLAIM_RETURNING
+)
+
+CLAIM_ONE: Final = _CLAIM_ONE.replace(":ep", "$1").replace(":worker", "$2").replace(":lease", "$3")
+CLAIM_MANY: Final = (
+    _CLAIM_MANY.replace(":ep", "$1").replace(":worker", "$2").replace(":lease", "$3")
+)
+
 HAS_RUNNABLE: Final = """
 SELECT EXISTS (
     SELECT 1 FROM unnest($1::text[]) AS e(entrypoint)
@@ -249,6 +306,60 @@ FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::
 WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
 RETURNING j.id
 """
+
+# Settling a batch in which every handler returned None (the common outcome): ids and
+# leases only, the same fencing as FINISH, and the same end state as FINISH writes for a
+# successful run whose result is SQL NULL.
+_FINISH_SUCCESS_UPDATE: Final = """
+UPDATE {jobs} j
+SET status = 'successful', result = NULL, error = NULL, finished_at = now(), crashes = 0,
+    cancel_requested = false, lease_expires_at = NULL, updated = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS o(id, lease)
+WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
+RETURNING j.id
+"""
+
+FINISH_SUCCESS: Final = _FINISH_SUCCESS_UPDATE
+
+# The outcomes of the last batch and the claim of the next one in one statement: one round
+# trip and one commit instead of two. Both run on the same snapshot, so the claim cannot see
+# what the outcomes change; they touch different rows (picked ones, queued ones). The
+# outcome ids that did not match (usually none) come back in ``rejected`` on every row; the
+# LEFT JOIN yields one row with a NULL id when nothing was claimed.
+_CLAIM_AFTER: Final = """
+SELECT r.rejected, c.* FROM (
+    SELECT array_agg(o.id) FILTER (WHERE o.id NOT IN (SELECT id FROM finished)) AS rejected
+    FROM unnest($1::bigint[]) AS o(id)
+) r LEFT JOIN claimed c ON true
+"""
+
+_AFTER_SUCCESS: Final = "WITH finished AS (" + _FINISH_SUCCESS_UPDATE + "), claimed AS ("
+_AFTER_ANY: Final = "WITH finished AS (" + FINISH + "), claimed AS ("
+
+FINISH_SUCCESS_CLAIM_ONE: Final = (
+    _AFTER_SUCCESS
+    + _CLAIM_ONE.replace(":ep", "$3").replace(":worker", "$4").replace(":lease", "$5")
+    + ")"
+    + _CLAIM_AFTER
+)
+FINISH_SUCCESS_CLAIM_MANY: Final = (
+    _AFTER_SUCCESS
+    + _CLAIM_MANY.replace(":ep", "$3").replace(":worker", "$4").replace(":lease", "$5")
+    + ")"
+    + _CLAIM_AFTER
+)
+FINISH_CLAIM_ONE: Final = (
+    _AFTER_ANY
+    + _CLAIM_ONE.replace(":ep", "$8").replace(":worker", "$9").replace(":lease", "$10")
+    + ")"
+    + _CLAIM_AFTER
+)
+FINISH_CLAIM_MANY: Final = (
+    _AFTER_ANY
+    + _CLAIM_MANY.replace(":ep", "$8").replace(":worker", "$9").replace(":lease", "$10")
+    + ")"
+    + _CLAIM_AFTER
+)
 
 HEARTBEAT: Final = """
 UPDATE {jobs} j
@@ -567,6 +678,13 @@ class Statements:
     has_runnable: str
     finish: str
     heartbeat: str
+    claim_one: str
+    claim_many: str
+    finish_success: str
+    finish_success_claim_one: str
+    finish_success_claim_many: str
+    finish_claim_one: str
+    finish_claim_many: str
     rescue_expired: str
     fetch_result: str
     fetch_job: str
@@ -627,6 +745,13 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "has_runnable": HAS_RUNNABLE,
     "finish": FINISH,
     "heartbeat": HEARTBEAT,
+    "claim_one": CLAIM_ONE,
+    "claim_many": CLAIM_MANY,
+    "finish_success": FINISH_SUCCESS,
+    "finish_success_claim_one": FINISH_SUCCESS_CLAIM_ONE,
+    "finish_success_claim_many": FINISH_SUCCESS_CLAIM_MANY,
+    "finish_claim_one": FINISH_CLAIM_ONE,
+    "finish_claim_many": FINISH_CLAIM_MANY,
     "rescue_expired": RESCUE_EXPIRED,
     "fetch_result": FETCH_RESULT,
     "fetch_job": FETCH_JOB,
