@@ -112,11 +112,27 @@ def _plain_successes(outcomes: Sequence[Outcome]) -> bool:
     return all(o.status == "successful" and o.result_json is None for o in outcomes)
 
 
+def _by_id(outcomes: Sequence[Outcome]) -> Sequence[Outcome]:
+    # Row locks are taken in the order of the bound arrays: the heartbeat binds its leases
+    # in id order too, so two statements over the same picked rows cannot deadlock.
+    return sorted(outcomes, key=_job_id_of)
+
+
+def _job_id_of(outcome: Outcome) -> int:
+    return outcome.job_id
+
+
+def _lease_job_id(lease: Lease) -> int:
+    return lease.job_id
+
+
 def _id_lease_arrays(outcomes: Sequence[Outcome]) -> tuple[list[JobId], list[int]]:
+    outcomes = _by_id(outcomes)
     return [o.job_id for o in outcomes], [o.lease for o in outcomes]
 
 
 def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[list[Any], ...]:
+    outcomes = _by_id(outcomes)
     return (
         [o.job_id for o in outcomes],
         [o.lease for o in outcomes],
@@ -504,6 +520,7 @@ class SqlBackend:
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
         if not leases:
             return HeartbeatReport(frozenset(), frozenset())
+        leases = sorted(leases, key=_lease_job_id)  # lock order: see _by_id
         rows = await self.lease_session.fetch(
             self.sql.heartbeat,
             [lease.job_id for lease in leases],

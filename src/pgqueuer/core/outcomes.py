@@ -15,7 +15,7 @@ from pgqueuer.config import DEFAULT_RECONNECT_BACKOFF_MAX
 from pgqueuer.core.backoff import Backoff, OutageLog
 from pgqueuer.errors import DatabaseUnavailableError, OutcomeWriteError, PayloadError
 from pgqueuer.faultpoints import faultpoint
-from pgqueuer.models import ErrorInfo, Outcome
+from pgqueuer.models import ErrorInfo, Lease, Outcome
 from pgqueuer.types import JobId
 
 logger = logging.getLogger("pgqueuer.worker")
@@ -68,6 +68,8 @@ class OutcomeWriter:
         self._backend = backend
         self._pending: list[Outcome] = []
         self._unsettled = 0  # added and not yet written: pending, or in some statement
+        # Batches taken for a statement and not settled or given back yet, by identity.
+        self._in_statement: dict[int, list[Outcome]] = {}
         self._has_work = asyncio.Event()
         self._may_write = asyncio.Event()
         self._may_write.set()
@@ -91,6 +93,18 @@ class OutcomeWriter:
         """Outcomes added and not written yet."""
         return self._unsettled
 
+    def unsettled_leases(self) -> list[Lease]:
+        """The leases of every outcome not written yet (buffered or in a statement).
+
+        Their jobs are still ``picked`` in the database: the heartbeat keeps those leases
+        alive, or a write delayed past the lease timeout (lock waits, an outage) would let
+        the job be rescued and run a second time although it already finished here.
+        """
+        leases = [Lease(o.job_id, o.lease) for o in self._pending]
+        for batch in self._in_statement.values():
+            leases.extend(Lease(o.job_id, o.lease) for o in batch)
+        return leases
+
     async def wait_idle(self) -> None:
         """Return once everything added so far has been written; raise if it never will be."""
         if self._failure is None:
@@ -113,10 +127,13 @@ class OutcomeWriter:
         del self._pending[: len(batch)]
         if not self._pending:
             self._has_work.clear()
+        if batch:
+            self._in_statement[id(batch)] = batch
         return batch
 
     def settle(self, batch: list[Outcome], accepted: set[JobId]) -> None:
         """``batch`` (from ``take``) was written; ``accepted`` are the ids that matched."""
+        self._in_statement.pop(id(batch), None)
         self._unsettled -= len(batch)
         if self._on_written is not None:
             self._on_written(batch, accepted)
@@ -125,6 +142,7 @@ class OutcomeWriter:
 
     def give_back(self, batch: list[Outcome]) -> None:
         """``batch`` (from ``take``) was not written: write it later, first."""
+        self._in_statement.pop(id(batch), None)
         if batch:
             self._pending[:0] = batch
             if self._failure is None:

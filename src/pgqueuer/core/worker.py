@@ -865,6 +865,7 @@ class WorkerRun:
             await self._wait_event(self.heartbeat_now, interval)
             self.heartbeat_now.clear()
             leases = [Lease(job.id, job.lease) for job, _ in self.running.values()]
+            leases += self.writer.unsettled_leases()
             if not leases:
                 continue
             try:
