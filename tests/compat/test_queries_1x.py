@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -99,7 +100,8 @@ async def test_plain_batch_bad_input_writes_nothing(driver: object) -> None:
         await queries.enqueue("a", None, 1.5)  # type: ignore[arg-type]
     assert await queries.queue_size() == []
     # bytearray and memoryview payloads are accepted and stored as bytes.
-    ids = await queries.enqueue(["a", "a"], [bytearray(b"x"), memoryview(b"y")], [0, 0])
+    views: list[Any] = [bytearray(b"x"), memoryview(b"y")]
+    ids = await queries.enqueue(["a", "a"], views, [0, 0])
     stored = [await queries.queue_job_by_id(i) for i in ids]
     assert [job.payload for job in stored if job is not None] == [b"x", b"y"]
 
