@@ -86,6 +86,14 @@ async def test_plain_batch_keeps_input_order_and_values(driver: object) -> None:
     # Lists of None for the optional columns are plain too; a tuple works as a list.
     more = await queries.enqueue(("p", "p"), (b"a", None), (1, 2), [None, None], [None, None])
     assert len(more) == 2 and min(more) > max(ids)
+    # One entrypoint at one priority binds them once; payloads keep their positions.
+    bodies: list[bytes | None] = [str(i).encode() if i % 2 else None for i in range(50)]
+    uniform = await queries.enqueue(["u"] * 50, bodies, [4] * 50)
+    assert uniform == sorted(uniform) and min(uniform) > max(more)
+    for position in (0, 1, 49):
+        job = await queries.queue_job_by_id(uniform[position])
+        assert job is not None
+        assert (job.entrypoint, job.payload, job.priority) == ("u", bodies[position], 4)
 
 
 async def test_plain_batch_bad_input_writes_nothing(driver: object) -> None:

@@ -154,10 +154,15 @@ def plain_statement(
     payloads: list[bytes | None],
     priorities: list[int],
 ) -> tuple[str, tuple[Any, ...]]:
-    """The lean insert of validated plain jobs: scalars for one job, three arrays for more."""
+    """The lean insert of validated plain jobs: scalars for one job; for more, the payloads
+    as an array with one entrypoint and priority when the batch shares them, else three
+    arrays."""
     if len(entrypoints) == 1:
         return sql.enqueue_one, (entrypoints[0], payloads[0], priorities[0], channel)
-    return sql.enqueue_plain, (entrypoints, payloads, priorities, channel, sorted(set(entrypoints)))
+    names = set(entrypoints)
+    if len(names) == 1 and priorities.count(priorities[0]) == len(priorities):
+        return sql.enqueue_uniform, (entrypoints[0], payloads, priorities[0], channel)
+    return sql.enqueue_plain, (entrypoints, payloads, priorities, channel, sorted(names))
 
 
 def plain_ids(rows: Sequence[Row], count: int) -> list[JobId]:
