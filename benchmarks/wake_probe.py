@@ -14,7 +14,9 @@ enqueue-to-start latency splits into:
 The timings come from wrapping the backend's ``claim`` and the listener's receive hook in
 this process only; nothing in the library is changed. Uses ``$PGDSN`` (server-level; a
 database is created beside it and dropped) or ``--dsn``; ``--pg-setting`` as in the main
-tool. Prints percentiles per part (ms).
+tool, or ``--worker-pg-setting`` for the worker's connection only (for instance
+``synchronous_commit=off``: what taking the claim's WAL flush off the path would give).
+Prints percentiles per part (ms).
 """
 
 from __future__ import annotations
@@ -64,8 +66,10 @@ async def produce(dsn: str, rate: float, jobs: int, settings: dict[str, str]) ->
     await connection.close()
 
 
-async def work(dsn: str, rate: float, jobs: int, settings: dict[str, str]) -> dict[str, Any]:
-    connection = await asyncpg.connect(dsn, server_settings=settings or None)
+async def work(
+    dsn: str, rate: float, jobs: int, settings: dict[str, str], worker_settings: dict[str, str]
+) -> dict[str, Any]:
+    connection = await asyncpg.connect(dsn, server_settings={**settings, **worker_settings} or None)
     pgq = PgQueuer(AsyncpgDriver(connection))
     marks: dict[str, float] = {}
     latencies: list[float] = []
@@ -133,13 +137,14 @@ PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(s.split("=", 1) for s in args.pg_setting)
+    worker_settings = dict(s.split("=", 1) for s in args.worker_pg_setting)
     name = f"{pg.DATABASE_PREFIX}wake_{os.getpid()}"
     dsn = await pg.create_database(args.dsn, name)
     try:
         connection = await asyncpg.connect(dsn)
         await Queries(AsyncpgDriver(connection)).install()
         await connection.close()
-        return await work(dsn, args.rate, args.jobs, settings)
+        return await work(dsn, args.rate, args.jobs, settings, worker_settings)
     finally:
         await pg.drop_database(args.dsn, name)
 
@@ -152,6 +157,13 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--worker-pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for the worker's connection only (what-if runs)",
+    )
     parser.add_argument("--produce", help=argparse.SUPPRESS)  # the producer subprocess
     args = parser.parse_args()
     if args.produce:
