@@ -156,7 +156,7 @@ def _all_none(value: object, count: int) -> bool:
     )
 
 
-def plain_columns(
+def plain_call_columns(
     entrypoint: str | Sequence[str],
     payload: bytes | Sequence[bytes | None] | None,
     priority: int | Sequence[int],
@@ -316,7 +316,7 @@ class Queries:
         """
         backend = self.backend
         if isinstance(backend, SqlBackend):
-            columns = plain_columns(
+            columns = plain_call_columns(
                 entrypoint, payload, priority, execute_after, dedupe_key, headers, on_conflict
             )
             if columns is not None:
