@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 from pgqueuer.backends.connector import is_unique_violation
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.backends.resolve import resolve_backend
-from pgqueuer.backends.sql import SqlBackend, enqueue_statement, ids_by_position
+from pgqueuer.backends.sql import PlainColumns, SqlBackend, enqueue_statement, enqueued_ids
 from pgqueuer.config import DatabaseNames, names_from_environment
 from pgqueuer.errors import ConfigurationError, DuplicateJobError, SchemaError
 from pgqueuer.models import (
@@ -147,6 +147,64 @@ def build_jobs(
     return jobs
 
 
+_PLAIN_PAYLOAD_TYPES = frozenset({bytes, type(None)})
+
+
+def _all_none(value: object, count: int) -> bool:
+    return value is None or (
+        isinstance(value, list | tuple) and len(value) == count and value.count(None) == count
+    )
+
+
+def plain_call_columns(
+    entrypoint: str | Sequence[str],
+    payload: bytes | Sequence[bytes | None] | None,
+    priority: int | Sequence[int],
+    execute_after: object,
+    dedupe_key: object,
+    headers: object,
+    on_conflict: str,
+) -> PlainColumns | None:
+    """The columns of the lean insert, when the call sets nothing but entrypoints, payloads
+    and priorities and every value already has the exact type bound (``str``, ``bytes`` or
+    ``None``, ``int``); checked per batch with C-level passes instead of a ``NewJob`` per
+    job. ``None`` sends the call through :func:`build_jobs`, which also reports bad input."""
+    if on_conflict not in ON_CONFLICT_VALUES:
+        return None
+    if isinstance(entrypoint, str):
+        if (
+            execute_after is not None
+            or dedupe_key is not None
+            or headers is not None
+            or not entrypoint
+            or type(priority) is not int
+            or type(payload) not in _PLAIN_PAYLOAD_TYPES
+        ):
+            return None
+        return [entrypoint], [cast(bytes | None, payload)], [priority]
+    if not (
+        isinstance(entrypoint, list | tuple)
+        and isinstance(payload, list | tuple)
+        and isinstance(priority, list | tuple)
+    ):
+        return None
+    count = len(entrypoint)
+    if (
+        count == 0
+        or len(payload) != count
+        or len(priority) != count
+        or not _all_none(execute_after, count)
+        or not _all_none(dedupe_key, count)
+        or not _all_none(headers, count)
+        or set(map(type, entrypoint)) != {str}
+        or "" in entrypoint
+        or set(map(type, priority)) != {int}
+        or not set(map(type, payload)) <= _PLAIN_PAYLOAD_TYPES
+    ):
+        return None
+    return list(entrypoint), list(payload), list(priority)
+
+
 def _entrypoint_list(entrypoints: str | Sequence[str]) -> list[str]:
     return [entrypoints] if isinstance(entrypoints, str) else list(entrypoints)
 
@@ -256,10 +314,17 @@ class Queries:
         ``None``. A duplicate dedupe key raises :class:`DuplicateJobError` by default, and
         ``on_conflict="update_priority"`` raises the waiting job's priority instead.
         """
+        backend = self.backend
+        if isinstance(backend, SqlBackend):
+            columns = plain_call_columns(
+                entrypoint, payload, priority, execute_after, dedupe_key, headers, on_conflict
+            )
+            if columns is not None:
+                return await backend.enqueue_plain(*columns)
         jobs = build_jobs(
             entrypoint, payload, priority, execute_after, dedupe_key, headers, on_conflict
         )
-        ids = await self.backend.enqueue(jobs, on_conflict)
+        ids = await backend.enqueue(jobs, on_conflict)
         # Typed as in 1.x; positions hold None only where on_conflict="skip" skipped a job.
         return cast(list[JobId], ids)
 
@@ -522,15 +587,15 @@ class SyncQueries:
         jobs = build_jobs(
             entrypoint, payload, priority, execute_after, dedupe_key, headers, on_conflict
         )
-        statement, args = enqueue_statement(self.sql, self.names.channel, jobs, on_conflict)
+        statement, args, plain = enqueue_statement(self.sql, self.names.channel, jobs, on_conflict)
         try:
             rows = self.driver.fetch(statement, *args)
         except Exception as exc:
-            if is_unique_violation(exc):
+            if not plain and is_unique_violation(exc):
                 keys = [job.dedupe_key for job in jobs if job.dedupe_key is not None]
                 raise DuplicateJobError(keys) from None
             raise
-        return cast(list[JobId], ids_by_position(jobs, rows, on_conflict))
+        return cast(list[JobId], enqueued_ids(jobs, rows, on_conflict, plain))
 
     def queue_size(self) -> list[QueueStatistics]:
         return [

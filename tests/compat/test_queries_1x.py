@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
-from pgqueuer.errors import DuplicateJobError
+from pgqueuer.errors import ConfigurationError, DuplicateJobError
 from pgqueuer.models import Job, Log
 from pgqueuer.queries import Queries, UpgradePlan
 from pgqueuer.types import JobId, QueueExecutionMode
@@ -64,6 +65,53 @@ async def test_enqueue_validation_writes_nothing(driver: object) -> None:
             ["a", "a"], [None, None], [0, 1], dedupe_key=["k", "k"], on_conflict="update_priority"
         )
     assert await queries.queue_size() == []
+
+
+async def test_plain_batch_keeps_input_order_and_values(driver: object) -> None:
+    """A batch of nothing but entrypoints, payloads and priorities takes the lean insert:
+    ids still come back in input order, each naming the job given at its position."""
+    queries = await installed(driver)
+    names = ["p", "q", "p", "q", "p"] * 40
+    payloads: list[bytes | None] = [None if i % 3 == 0 else str(i).encode() for i in range(200)]
+    priorities = [i % 7 for i in range(200)]
+    ids = await queries.enqueue(names, payloads, priorities)
+    assert len(ids) == 200 and ids == sorted(ids) and len(set(ids)) == 200
+    for position in (0, 1, 77, 199):
+        job = await queries.queue_job_by_id(ids[position])
+        assert job is not None
+        assert (job.entrypoint, job.payload, job.priority) == (
+            names[position], payloads[position], priorities[position]
+        )  # fmt: skip
+        assert (job.headers, job.timeout, job.status) == (None, None, "queued")
+    # Lists of None for the optional columns are plain too; a tuple works as a list.
+    more = await queries.enqueue(("p", "p"), (b"a", None), (1, 2), [None, None], [None, None])
+    assert len(more) == 2 and min(more) > max(ids)
+    # One entrypoint at one priority binds them once; payloads keep their positions.
+    bodies: list[bytes | None] = [str(i).encode() if i % 2 else None for i in range(50)]
+    uniform = await queries.enqueue(["u"] * 50, bodies, [4] * 50)
+    assert uniform == sorted(uniform) and min(uniform) > max(more)
+    for position in (0, 1, 49):
+        job = await queries.queue_job_by_id(uniform[position])
+        assert job is not None
+        assert (job.entrypoint, job.payload, job.priority) == ("u", bodies[position], 4)
+
+
+async def test_plain_batch_bad_input_writes_nothing(driver: object) -> None:
+    queries = await installed(driver)
+    with pytest.raises(TypeError, match="bytes"):
+        await queries.enqueue(["a", "a"], [b"ok", "text"], [0, 0])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="priority must be an int"):
+        await queries.enqueue(["a", "a"], [None, None], [0, True])
+    with pytest.raises(ConfigurationError, match="non-empty string"):
+        await queries.enqueue(["a", ""], [None, None], [0, 0])
+    with pytest.raises(ConfigurationError, match="priority must be an int"):
+        await queries.enqueue("a", None, 1.5)  # type: ignore[arg-type]
+    assert await queries.queue_size() == []
+    # bytearray and memoryview payloads are accepted and stored as bytes.
+    views: list[Any] = [bytearray(b"x"), memoryview(b"y")]
+    ids = await queries.enqueue(["a", "a"], views, [0, 0])
+    stored = [await queries.queue_job_by_id(i) for i in ids]
+    assert [job.payload for job in stored if job is not None] == [b"x", b"y"]
 
 
 async def test_dedupe_and_on_conflict(driver: object) -> None:

@@ -47,6 +47,16 @@ async def test_enqueue_wakes_each_entrypoint_once(
         await subscription.close()
 
 
+async def test_one_job_wakes_its_entrypoint(backend: QueueBackend, wait_until: WaitUntil) -> None:
+    inbox: list[str] = []
+    subscription = await backend.listen(inbox.append)
+    try:
+        await backend.enqueue([NewJob("solo", b"x")], "raise")
+        await received(wait_until, inbox, WAKE_PREFIX + "solo")
+    finally:
+        await subscription.close()
+
+
 async def test_deferred_jobs_send_no_wake_up(backend: QueueBackend, wait_until: WaitUntil) -> None:
     inbox: list[str] = []
     subscription = await backend.listen(inbox.append)

@@ -173,8 +173,13 @@ def result_from_row(row: Row) -> JobResult:
 
 def enqueue_statement(
     sql: Statements, channel: str, jobs: Sequence[NewJob], on_conflict: OnConflict
-) -> tuple[str, tuple[Any, ...]]:
-    """The statement and bound arguments that insert ``jobs`` (async and sync callers)."""
+) -> tuple[str, tuple[Any, ...], bool]:
+    """The statement and bound arguments that insert ``jobs`` (async and sync callers), and
+    whether it is the plain one (decode its answer with :func:`enqueued_ids`)."""
+    columns = plain_columns(jobs)
+    if columns is not None:
+        statement, args = plain_statement(sql, channel, *columns)
+        return statement, args, True
     submitted = collapse_repeated_keys(jobs) if on_conflict == "update_priority" else jobs
     statement = {
         "raise": sql.enqueue,
@@ -192,7 +197,60 @@ def enqueue_statement(
         [j.timeout for j in submitted],
         channel,
     )
-    return statement, args
+    return statement, args, False
+
+
+PlainColumns = tuple[list[str], list[bytes | None], list[int]]
+
+
+def plain_columns(jobs: Sequence[NewJob]) -> PlainColumns | None:
+    """Entrypoints, payloads and priorities when no job sets anything else (the common
+    case, which has its own lean statement), else ``None``."""
+    for j in jobs:
+        if (
+            j.delay
+            or j.run_at is not None
+            or j.dedupe_key is not None
+            or j.headers is not None
+            or j.timeout is not None
+        ):
+            return None
+    return [j.entrypoint for j in jobs], [j.payload for j in jobs], [j.priority for j in jobs]
+
+
+def plain_statement(
+    sql: Statements,
+    channel: str,
+    entrypoints: list[str],
+    payloads: list[bytes | None],
+    priorities: list[int],
+) -> tuple[str, tuple[Any, ...]]:
+    """The lean insert of validated plain jobs: scalars for one job; for more, the payloads
+    as an array with one entrypoint and priority when the batch shares them, else three
+    arrays."""
+    if len(entrypoints) == 1:
+        return sql.enqueue_one, (entrypoints[0], payloads[0], priorities[0], channel)
+    names = set(entrypoints)
+    if len(names) == 1 and priorities.count(priorities[0]) == len(priorities):
+        return sql.enqueue_uniform, (entrypoints[0], payloads, priorities[0], channel)
+    return sql.enqueue_plain, (entrypoints, payloads, priorities, channel, sorted(names))
+
+
+def plain_ids(rows: Sequence[Row], count: int) -> list[JobId]:
+    """Ids in input order from the answer of :func:`plain_statement` for ``count`` jobs."""
+    if count == 1:
+        return [JobId(rows[0]["id"])]
+    ids: list[JobId] = list(rows[0]["ids"])
+    return ids
+
+
+def enqueued_ids(
+    jobs: Sequence[NewJob], rows: Sequence[Row], on_conflict: OnConflict, plain: bool
+) -> list[JobId | None]:
+    """Ids by position from the answer of :func:`enqueue_statement`."""
+    if plain:
+        return list(plain_ids(rows, len(jobs)))
+    return ids_by_position(jobs, rows, on_conflict)
 
 
 def collapse_repeated_keys(jobs: Sequence[NewJob]) -> list[NewJob]:
@@ -377,21 +435,35 @@ class SqlBackend:
     # ---- producers ----------------------------------------------------------------------
     def enqueue_statement(
         self, jobs: Sequence[NewJob], on_conflict: OnConflict
-    ) -> tuple[str, tuple[Any, ...]]:
+    ) -> tuple[str, tuple[Any, ...], bool]:
         return enqueue_statement(self.sql, self.names.channel, jobs, on_conflict)
 
     async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[JobId | None]:
         if not jobs:
             return []
         check_payload_sizes(((j.entrypoint, j.payload) for j in jobs), self.max_payload_bytes)
-        statement, args = self.enqueue_statement(jobs, on_conflict)
+        statement, args, plain = self.enqueue_statement(jobs, on_conflict)
         try:
             rows = await self.connector.fetch(statement, *args)
         except Exception as exc:
-            if is_unique_violation(exc):
+            if not plain and is_unique_violation(exc):
                 raise DuplicateJobError(await self._held_keys(jobs)) from None
             raise
-        return ids_by_position(jobs, rows, on_conflict)
+        return enqueued_ids(jobs, rows, on_conflict, plain)
+
+    async def enqueue_plain(
+        self, entrypoints: list[str], payloads: list[bytes | None], priorities: list[int]
+    ) -> list[JobId]:
+        """Insert jobs given as three validated, equally long, non-empty columns (no
+        ``NewJob`` per job: ``Queries.enqueue``'s batch path). Ids come back in input order."""
+        limit = self.max_payload_bytes
+        if limit is not None and max(map(len, filter(None, payloads)), default=0) > limit:
+            check_payload_sizes(zip(entrypoints, payloads, strict=True), limit)  # raises
+        statement, args = plain_statement(
+            self.sql, self.names.channel, entrypoints, payloads, priorities
+        )
+        rows = await self.connector.fetch(statement, *args)
+        return plain_ids(rows, len(entrypoints))
 
     async def _held_keys(self, jobs: Sequence[NewJob]) -> list[str | None]:
         keys = [j.dedupe_key for j in jobs if j.dedupe_key is not None]
@@ -709,9 +781,11 @@ class SqlBackend:
         job_ids: list[JobId] = []
         if fresh:
             jobs = [NewJob(state.task, tick_payload(state, at, manual=manual)) for at in fresh]
-            statement, args = self.enqueue_statement(jobs, "raise")
+            statement, args, plain = self.enqueue_statement(jobs, "raise")
             inserted = await session.fetch(statement, *args)
-            job_ids = [job for job in ids_by_position(jobs, inserted, "raise") if job is not None]
+            job_ids = [
+                job for job in enqueued_ids(jobs, inserted, "raise", plain) if job is not None
+            ]
             await session.execute(self.sql.link_ticks, state.id, fresh, job_ids)
         await session.execute(
             self.sql.advance_schedule,
