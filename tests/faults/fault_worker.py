@@ -51,7 +51,7 @@ class Ledger:
             try:
                 if self.pool is None:
                     self.pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=4, timeout=5, command_timeout=5
+                        self.dsn, min_size=0, max_size=4, timeout=5, command_timeout=5
                     )
                 # A timeout on acquire also bounds the release: asyncpg otherwise waits
                 # forever for a connection stuck cancelling a query across a restart.
