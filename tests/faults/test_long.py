@@ -4,8 +4,11 @@ anti-wraparound vacuums on a scratch cluster). R2 at full size lives in test_cra
 
     PGQ_FAULTS_LONG=1 PGQ_FAULT_REPORT=long.jsonl .venv/bin/pytest -s -m long tests/faults
 
-``PGQ_SOAK_JOBS`` sets the soak's size (default 1,000,000), ``PGQ_SOAK_RETENTION`` its
-retention in seconds (default 30).
+``PGQ_SOAK_JOBS`` sets R24's size (default 1,000,000), ``PGQ_SOAK_RETENTION`` its
+retention in seconds (default 30); ``PGQ_SOAK_SERVER="autovacuum_naptime=10s,..."`` runs it on
+a scratch cluster with those settings, ``PGQ_SOAK_TABLE_DEFAULTS=1`` without the jobs
+table's autovacuum settings (migration 0003), for A/B runs. ``PGQ_R25_HOLD`` (seconds,
+default 300) and ``PGQ_R25B_SECONDS`` (default 600) size R25.
 """
 
 from __future__ import annotations
@@ -185,6 +188,11 @@ async def test_r24_soak(soak_faults: FaultEnv) -> None:
     retention = os.environ.get("PGQ_SOAK_RETENTION", "30")
     options = ("--concurrency", "32", "--batch", "32", "--entrypoints", "noop",
                "--retention", retention, "--prune-interval", "5")  # fmt: skip
+    if os.environ.get("PGQ_SOAK_TABLE_DEFAULTS") == "1":  # A/B: without migration 0003
+        await faults.admin.execute(
+            "ALTER TABLE pgqueuer RESET (autovacuum_vacuum_scale_factor, "
+            "autovacuum_vacuum_threshold, autovacuum_vacuum_cost_delay)"
+        )
     workers = [faults.spawn(*options) for _ in range(4)]
     for worker in workers:
         await worker.started()
@@ -236,7 +244,7 @@ async def test_r24_soak(soak_faults: FaultEnv) -> None:
     await faults.assert_invariants()
 
 
-HORIZON_WARNING = "an old snapshot holds back vacuum"
+HORIZON_WARNING = "an old snapshot has held back vacuum for "
 HORIZON_CLEARED = "the old snapshot that held back vacuum is gone"
 
 

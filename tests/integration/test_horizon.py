@@ -14,7 +14,7 @@ from pgqueuer import PgQueuer
 from pgqueuer.config import WorkerSettings
 from pgqueuer.models import XminHorizon
 
-WARNING = "an old snapshot holds back vacuum"
+WARNING = "an old snapshot has held back vacuum for "
 CLEARED = "the old snapshot that held back vacuum is gone"
 
 

@@ -256,7 +256,7 @@ def register(commands: Commands) -> None:
     parser = commands.add(
         "horizon",
         horizon,
-        summary="the oldest snapshot holding back vacuum (a long transaction, slot, ...)",
+        summary="the oldest snapshot holding back vacuum (a long transaction)",
         description=(
             "Show the oldest snapshot (xmin horizon) in the database: the session, prepared "
             "transaction or replication slot holding it, how long it has been open and its "

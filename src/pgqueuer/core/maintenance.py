@@ -101,13 +101,13 @@ class Maintenance:
             return None
         if event is not None and event.kind == "warn" and event.horizon is not None:
             logger.warning(
-                "an old snapshot holds back vacuum: %s, %.0fs old (threshold %gs). Dead "
+                "an old snapshot has held back vacuum for %.0fs (threshold %gs): %s. Dead "
                 "rows of the jobs table cannot be removed while it is open, so the table "
                 "grows and claims slow down; end that transaction (or prepared transaction, "
                 "or drop the unused slot)",
-                event.horizon.describe(),
                 event.seconds,
                 watch.threshold,
+                event.horizon.describe(),
             )
         elif event is not None:
             logger.info(
