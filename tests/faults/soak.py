@@ -28,9 +28,10 @@ SELECT pg_total_relation_size('pgqueuer') AS bytes,
        (SELECT count(*) FROM pgqueuer WHERE status NOT IN ('queued', 'picked')) AS finished_rows,
        txid_current() AS xid,
        age(d.datfrozenxid) AS frozen_age,
+       age(c.relfrozenxid) AS table_frozen_age,
        pg_notification_queue_usage() AS notify_usage
-FROM pg_stat_user_tables s, pg_database d
-WHERE s.relname = 'pgqueuer' AND d.datname = current_database()
+FROM pg_stat_user_tables s, pg_database d, pg_class c
+WHERE s.relname = 'pgqueuer' AND d.datname = current_database() AND c.oid = s.relid
 """
 
 
@@ -44,11 +45,14 @@ class SoakRun:
         return time.monotonic() - self.began
 
     def rate(self, start: float, end: float) -> float:
-        """Jobs finished per second between two soak times (the nearest samples inside)."""
-        inside = [s for s in self.samples if start <= s["t"] <= end]
-        if len(inside) < 2:
+        """Jobs finished per second between two soak times, from the last sample at or
+        before ``start`` to the first at or after ``end`` (samples come late when the
+        server is slow, so a short window may hold none)."""
+        before = [s for s in self.samples if s["t"] <= start] or self.samples[:1]
+        after = [s for s in self.samples if s["t"] >= end] or self.samples[-1:]
+        first, last = before[-1], after[0]
+        if last["t"] <= first["t"]:
             return 0.0
-        first, last = inside[0], inside[-1]
         return (last["done"] - first["done"]) / (last["t"] - first["t"])
 
 

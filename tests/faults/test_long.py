@@ -392,7 +392,13 @@ async def test_r25b_freezing_vacuums_while_the_queue_moves(freeze_faults: FaultE
     log = faults.cluster.logfile.read_text(errors="replace")
     must_vacuum = log.count("must be vacuumed")
     wraparound = log.count("to prevent wraparound")
-    queue_freezes = log.count(f'to prevent wraparound of table "{faults.database}.public.pgqueuer"')
+    ours = log.count(f'to prevent wraparound of table "{faults.database}.')
+    # The jobs table is vacuumed every naptime anyway, and PostgreSQL 16+ advances its
+    # relfrozenxid in those ordinary passes: it seldom needs a freezing vacuum of its own.
+    queue_vacuums = len(
+        re.findall(rf'automatic [a-z ]*of table "{faults.database}\.public\.pgqueuer"', log)
+    )
+    table_ages = [s["table_frozen_age"] for s in run.samples]
     rates = [run.rate(t, t + 30) for t in range(0, int(seconds) - 30, 30)]
     report(
         "R25b",
@@ -404,7 +410,9 @@ async def test_r25b_freezing_vacuums_while_the_queue_moves(freeze_faults: FaultE
         frozen_age_end=ages[-1],
         frozen_age_drops=drops,
         wraparound_vacuums_logged=wraparound,
-        wraparound_vacuums_of_jobs_table=queue_freezes,
+        wraparound_vacuums_in_this_database=ours,
+        vacuums_of_jobs_table=queue_vacuums,
+        jobs_table_frozen_age_max=max(table_ages),
         must_be_vacuumed_warnings=must_vacuum,
         jobs_per_s_30s_min=round(min(rates)),
         jobs_per_s_30s_median=round(sorted(rates)[len(rates) // 2]),
@@ -412,8 +420,9 @@ async def test_r25b_freezing_vacuums_while_the_queue_moves(freeze_faults: FaultE
     )
     assert all(w.process.poll() is None for w in workers)
     assert must_vacuum == 0
-    assert queue_freezes >= 2 and drops >= 2
-    assert max(ages) < 10 * 100_000  # vacuum keeps up: the age never runs away
+    assert ours >= 2 and drops >= 2
+    assert max(ages) < 2 * 100_000  # vacuum keeps up: the age never runs away
+    assert max(table_ages) < 2 * 100_000
     assert min(rates) > 0  # the queue kept moving in every 30 s window
     await faults.stop_workers(timeout=60)
     await faults.assert_invariants()
