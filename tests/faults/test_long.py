@@ -393,8 +393,8 @@ async def test_r25b_freezing_vacuums_while_the_queue_moves(freeze_faults: FaultE
     must_vacuum = log.count("must be vacuumed")
     wraparound = log.count("to prevent wraparound")
     ours = log.count(f'to prevent wraparound of table "{faults.database}.')
-    # The jobs table is vacuumed every naptime anyway, and PostgreSQL 16+ advances its
-    # relfrozenxid in those ordinary passes: it seldom needs a freezing vacuum of its own.
+    # The jobs table is vacuumed every naptime anyway, and recent PostgreSQL (18 here)
+    # advances its relfrozenxid in those ordinary passes: it seldom needs a freezing one.
     queue_vacuums = len(
         re.findall(rf'automatic [a-z ]*of table "{faults.database}\.public\.pgqueuer"', log)
     )
