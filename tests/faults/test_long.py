@@ -20,6 +20,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,21 +160,22 @@ async def soak_faults(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     """The shared fault cluster, or with ``PGQ_SOAK_SERVER="name=value,..."`` a scratch
     cluster with those server settings (and every autovacuum logged, to count them)."""
     wanted = os.environ.get("PGQ_SOAK_SERVER", "")
-    if not wanted:
-        yield request.getfixturevalue("faults")
-        return
-    settings = dict(item.split("=", 1) for item in wanted.split(","))
-    cluster = create_cluster(
-        {"log_min_messages": "log", "log_autovacuum_min_duration": "0", **settings}
-    )
+    if wanted:
+        settings = dict(item.split("=", 1) for item in wanted.split(","))
+        cluster = create_cluster(
+            {"log_min_messages": "log", "log_autovacuum_min_duration": "0", **settings}
+        )
+    else:
+        cluster = request.getfixturevalue("fault_cluster")
     try:
-        env = await open_env(cluster, "r24", tmp_path)
+        env = await open_env(cluster, f"f_{uuid.uuid4().hex[:10]}", tmp_path)
         try:
             yield env
         finally:
             await close_env(env)
     finally:
-        cluster.destroy()
+        if wanted:
+            cluster.destroy()
 
 
 _VACUUM_ELAPSED = re.compile(
