@@ -63,14 +63,18 @@ async def soak(
     seconds: float | None = None,
     sample_every: float = 15.0,
     backlog: int = 10_000,
+    rate: float | None = None,
     on_sample: Callable[[SoakRun], Awaitable[None]] | None = None,
 ) -> SoakRun:
-    """Run until ``total`` jobs are enqueued and finished, or for ``seconds``."""
+    """Run until ``total`` jobs are enqueued and finished, or for ``seconds``; ``rate``
+    caps the enqueues at that many jobs per second (default: as fast as they finish)."""
     run = SoakRun()
     next_sample = run.began
     while True:
         queued = await faults.count("SELECT count(*) FROM pgqueuer WHERE status = 'queued'")
         room = backlog - queued
+        if rate is not None:
+            room = min(room, int(rate * run.elapsed()) - run.enqueued)
         if room > 0 and (total is None or run.enqueued < total):
             batch = min(2_000, room, total - run.enqueued if total is not None else room)
             await faults.backend.enqueue([NewJob("noop", None)] * batch, "raise")

@@ -5,9 +5,10 @@ anti-wraparound vacuums on a scratch cluster). R2 at full size lives in test_cra
     PGQ_FAULTS_LONG=1 PGQ_FAULT_REPORT=long.jsonl .venv/bin/pytest -s -m long tests/faults
 
 ``PGQ_SOAK_JOBS`` sets R24's size (default 1,000,000), ``PGQ_SOAK_RETENTION`` its
-retention in seconds (default 30); ``PGQ_SOAK_SERVER="autovacuum_naptime=10s,..."`` runs it on
-a scratch cluster with those settings, ``PGQ_SOAK_TABLE_DEFAULTS=1`` without the jobs
-table's autovacuum settings (migration 0003), for A/B runs. ``PGQ_R25_HOLD`` (seconds,
+retention in seconds (default 30), ``PGQ_SOAK_RATE`` caps its enqueue rate (jobs/s);
+``PGQ_SOAK_SERVER="autovacuum_naptime=10s,..."`` runs it on a scratch cluster with those
+settings, ``PGQ_SOAK_TABLE_DEFAULTS=1`` without the jobs table's autovacuum settings
+(migration 0003), for A/B runs. ``PGQ_R25_HOLD`` (seconds,
 default 300) and ``PGQ_R25B_SECONDS`` (default 600) size R25.
 """
 
@@ -205,7 +206,8 @@ async def test_r24_soak(soak_faults: FaultEnv) -> None:
         if not rss_start and run.elapsed() > 30:
             rss_start.extend(rss_kib(w.pid) for w in workers)
 
-    run = await soak(faults, total=total, on_sample=note_rss)
+    rate = float(os.environ["PGQ_SOAK_RATE"]) if os.environ.get("PGQ_SOAK_RATE") else None
+    run = await soak(faults, total=total, rate=rate, on_sample=note_rss)
     samples = run.samples
     elapsed = samples[-1]["t"]
     last_xid = int(await faults.admin.fetchval("SELECT txid_current()"))
@@ -221,6 +223,7 @@ async def test_r24_soak(soak_faults: FaultEnv) -> None:
         "R24",
         jobs=total,
         retention_s=float(retention),
+        rate_cap=rate,
         seconds=round(elapsed),
         jobs_per_s=round(total / elapsed),
         xids_per_job=round((last_xid - first_xid) / total, 2),
