@@ -33,6 +33,8 @@ DEFAULT_PRUNE_BATCH_SIZE: Final = 1000  # rows per DELETE statement
 DEFAULT_LISTENER_HEALTH_INTERVAL: Final = 10.0  # seconds between LISTEN self-probes
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 10 * 2**20  # larger payloads are refused before sending
 DEFAULT_LISTENER_PROBE_TIMEOUT: Final = 1.0  # a probe not back by then means LISTEN is down
+DEFAULT_XMIN_WARNING_AGE: Final = 300.0  # warn when a snapshot holds vacuum back this long
+DEFAULT_HORIZON_CHECK_INTERVAL: Final = 30.0  # seconds between readings of the xmin horizon
 
 
 def validate_identifier(value: str, what: str) -> str:
@@ -152,6 +154,8 @@ class WorkerSettings:
     listener_health_interval: float = DEFAULT_LISTENER_HEALTH_INTERVAL
     listener_probe_timeout: float = DEFAULT_LISTENER_PROBE_TIMEOUT
     reconnect_backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX
+    xmin_warning_age: float | None = DEFAULT_XMIN_WARNING_AGE  # None: never check
+    horizon_check_interval: float = DEFAULT_HORIZON_CHECK_INTERVAL
 
     def __post_init__(self) -> None:
         _count("batch_size", self.batch_size, maximum=MAX_BATCH_SIZE)
@@ -179,6 +183,9 @@ class WorkerSettings:
         _positive("listener_health_interval", self.listener_health_interval)
         _positive("listener_probe_timeout", self.listener_probe_timeout)
         _positive("reconnect_backoff_max", self.reconnect_backoff_max)
+        if self.xmin_warning_age is not None:
+            _positive("xmin_warning_age", self.xmin_warning_age)
+        _positive("horizon_check_interval", self.horizon_check_interval)
 
     @property
     def effective_heartbeat_interval(self) -> float:

@@ -320,6 +320,39 @@ class StaleJob:
     seconds_since_heartbeat: float
 
 
+@dataclass(frozen=True, slots=True)
+class XminHorizon:
+    """The oldest snapshot that keeps vacuum from removing dead rows in this database.
+
+    While it is held, every row version deleted or updated after it was taken (three per
+    job: insert, claim, outcome) stays on disk: the jobs table and its indexes grow and
+    claims slow down. ``holder`` says what holds it: ``session`` (a transaction of a
+    connected client; ``pid`` says which), ``prepared`` (a prepared transaction, ``name``
+    its gid) or ``replication slot`` (``name`` the slot). ``xid_age`` is
+    ``age(xmin)``, in transactions. ``seconds`` is how long the holder's transaction has
+    been open, when the server lets us see it (a session of another role needs
+    ``pg_read_all_stats``; slots have no start time): ``None`` otherwise.
+    """
+
+    holder: str
+    xid_age: int
+    seconds: float | None
+    xmin: str
+    pid: int | None = None
+    name: str | None = None
+    state: str | None = None
+
+    def describe(self) -> str:
+        who = {
+            "session": f"session pid {self.pid}"
+            + (f" ({self.name!r})" if self.name else "")
+            + (f", {self.state}" if self.state else ""),
+            "prepared": f"prepared transaction {self.name!r}",
+        }.get(self.holder, f"{self.holder} {self.name!r}")
+        held = f"open {self.seconds:.0f}s, " if self.seconds is not None else ""
+        return f"{who} ({held}xmin {self.xmin}, {self.xid_age} transactions old)"
+
+
 @dataclass(slots=True)
 class RescueReport:
     requeued: list[JobId] = field(default_factory=list)

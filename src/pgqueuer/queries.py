@@ -36,6 +36,7 @@ from pgqueuer.models import (
     Schedule,
     StaleJob,
     TracebackRecord,
+    XminHorizon,
 )
 from pgqueuer.sql.queries import build_statements
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
@@ -373,6 +374,15 @@ class Queries:
         the queue once their lease (``heartbeat_timeout``) has expired.
         """
         return await self.backend.stale_jobs(threshold.total_seconds(), limit)
+
+    async def oldest_xmin(self) -> XminHorizon | None:
+        """The oldest snapshot holding back vacuum in this database, or ``None``.
+
+        A long-open transaction (or prepared transaction, or replication slot) keeps dead
+        job rows on disk: the table grows and claims slow down until it ends. Workers warn
+        when it is older than ``WorkerSettings.xmin_warning_age``; ``pgq horizon`` shows it.
+        """
+        return await self.backend.oldest_xmin()
 
     async def list_failed_jobs(
         self, limit: int = 100, order: Literal["ASC", "DESC"] = "DESC"

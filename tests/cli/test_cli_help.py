@@ -25,6 +25,7 @@ COMMANDS = [
     "workers",
     "queue-size",
     "dashboard",
+    "horizon",
     "listen",
     "embedded",
 ]

@@ -71,6 +71,25 @@ def test_dashboard_once(db: Pgq) -> None:
     assert statistics[3].split()[1:] == ["d", "0", "canceled", "1"]
 
 
+def test_horizon(db: Pgq, database_url: str) -> None:
+    none = "oldest snapshot: none held (vacuum can remove every dead row)\n"
+    assert db("horizon").out == none
+    assert json.loads(db("horizon", "--json").out) is None
+    import psycopg
+
+    with psycopg.connect(database_url, application_name="report") as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM pgqueuer")
+        text = db("horizon").out
+        assert text.startswith(f"oldest snapshot: session pid {holder.info.backend_pid} ")
+        assert "('report'), idle in transaction (open " in text
+        found = json.loads(db("horizon", "--json").out)
+        assert (found["holder"], found["pid"]) == ("session", holder.info.backend_pid)
+        assert "oldest snapshot: session pid" in db("dashboard").out
+        holder.rollback()
+    assert db("horizon").out == none
+
+
 def test_dashboard_refreshes_until_interrupted(
     database_url: str, spawn: Callable[..., Any], wait_until: Callable[..., None]
 ) -> None:

@@ -12,6 +12,8 @@ import pytest
 
 Pgq = Callable[..., Any]
 
+APPLIED_ALL = "applied 0001_jobs, 0002_schedules, 0003_jobs_vacuum; schema is at version 3\n"
+
 
 @pytest.fixture
 def empty(pgq: Pgq, empty_database_url: str) -> Pgq:
@@ -21,11 +23,11 @@ def empty(pgq: Pgq, empty_database_url: str) -> Pgq:
 def test_install_then_up_to_date(empty: Pgq) -> None:
     first = empty("install")
     assert first.code == 0, first.err
-    assert first.out == "applied 0001_jobs, 0002_schedules; schema is at version 2\n"
+    assert first.out == APPLIED_ALL
     again = empty("install")
-    assert (again.code, again.out) == (0, "schema is up to date (version 2)\n")
+    assert (again.code, again.out) == (0, "schema is up to date (version 3)\n")
     upgrade = empty("upgrade")
-    assert (upgrade.code, upgrade.out) == (0, "schema is up to date (version 2)\n")
+    assert (upgrade.code, upgrade.out) == (0, "schema is up to date (version 3)\n")
 
 
 def test_upgrade_installs_an_empty_database(empty: Pgq) -> None:
@@ -44,7 +46,7 @@ def test_verify(empty: Pgq) -> None:
     )
     assert empty("install").code == 0
     present = empty("verify", "--expect", "present")
-    assert (present.code, present.out) == (0, "ok: pgqueuer schema is present (version 2)\n")
+    assert (present.code, present.out) == (0, "ok: pgqueuer schema is present (version 3)\n")
     assert empty("verify", "--expect", "absent").code == 1
 
 
@@ -104,14 +106,15 @@ def test_1x_install_and_upgrade_options(empty: Pgq, sql: Callable[..., Any]) -> 
     assert plan.out.startswith("BEGIN;\n") and plan.out.endswith("COMMIT;\n")
     assert "CREATE TABLE jobs.pgqueuer (" in plan.out
     assert plan.err_lines == [
-        "pgq: would apply 0001_jobs, 0002_schedules; nothing was changed; the SQL follows"
+        "pgq: would apply 0001_jobs, 0002_schedules, 0003_jobs_vacuum; nothing was changed; "
+        "the SQL follows"
     ]
     done = empty("--schema", "jobs", "install", "-d", "durable", "--create-schema")
     assert done.code == 0, done.err
-    assert done.out == "applied 0001_jobs, 0002_schedules; schema is at version 2\n"
+    assert done.out == APPLIED_ALL
     again = empty("--schema", "jobs", "upgrade", "--plan", "--no-widen-id")
     assert (again.code, again.out) == (0, "")
-    assert again.err_lines == ["pgq: schema is up to date (version 2)"]
+    assert again.err_lines == ["pgq: schema is up to date (version 3)"]
     ignored = empty("--schema", "jobs", "upgrade", "--durability", "balanced", "--widen-id")
     assert ignored.code == 0
     assert "ignored by upgrade" in ignored.err
@@ -144,7 +147,7 @@ def test_sql_scripts_run_with_psql_semantics(
         assert result.code == 0 and result.err == ""
         asyncio.run(apply(result.out))
     check = pgq("--pg-dsn", empty_database_url, "--prefix", "s_", "verify", "--expect", "present")
-    assert check.out == "ok: pgqueuer schema is present (version 2)\n"
+    assert check.out == "ok: pgqueuer schema is present (version 3)\n"
     assert pgq("--pg-dsn", empty_database_url, "--prefix", "s_", "queue", "x").code == 0
     asyncio.run(apply(pgq("--prefix", "s_", "sql", "uninstall").out))
     gone = pgq("--pg-dsn", empty_database_url, "--prefix", "s_", "verify", "--expect", "absent")

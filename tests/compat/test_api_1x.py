@@ -139,7 +139,7 @@ async def test_environment_prefix_reaches_the_database(
 ) -> None:
     monkeypatch.setenv("PGQUEUER_PREFIX", "app_")
     queries = Queries(driver)
-    assert await queries.install() == [1, 2]  # the template only holds unprefixed tables
+    assert await queries.install() == [1, 2, 3]  # the template only holds unprefixed tables
     assert await queries.has_table("app_pgqueuer")
     (job_id,) = await queries.enqueue("e", b"x")
     assert await status_of(queries, job_id) == "queued"

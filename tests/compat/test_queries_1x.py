@@ -199,9 +199,9 @@ async def test_schema_calls(driver: object) -> None:
     assert not await queries.schema_is_installed()
     with pytest.raises(RuntimeError, match="not installed"):
         await queries.verify_structure()
-    assert (await queries.plan_upgrade()).versions == [1, 2]
+    assert (await queries.plan_upgrade()).versions == [1, 2, 3]
     applied = await queries.apply_upgrade()
-    assert applied.versions == [1, 2]
+    assert applied.versions == [1, 2, 3]
     assert await queries.schema_is_installed()
 
 
@@ -238,10 +238,10 @@ async def test_install_into_a_schema(
             await strict.install(create_schema=False)
         assert not await strict.schema_is_installed()
         plan = await strict.plan_upgrade()
-        assert plan.versions == [1, 2]
+        assert plan.versions == [1, 2, 3]
         assert any("CREATE SCHEMA IF NOT EXISTS jobs" in s for s in plan.statements)
         assert any("CREATE TABLE jobs.pgqueuer" in s for s in plan.statements)
-        assert await strict.install() == [1, 2]
+        assert await strict.install() == [1, 2, 3]
         assert await strict.has_table("pgqueuer")
         assert await strict.install(create_schema=False) == []
         monkeypatch.setenv("PGQUEUER_SCHEMA", "jobs")
@@ -263,7 +263,7 @@ async def test_in_memory_catalog_answers_installed(kind: str, driver: object) ->
     assert not await queries.has_trigger("t")
     assert not await queries.table_has_index("a", "b")
     plan = await queries.plan_upgrade()
-    assert plan.versions == [1, 2] and plan.statements == [] and plan.notes
+    assert plan.versions == [1, 2, 3] and plan.statements == [] and plan.notes
 
 
 async def test_active_workers_and_stale_jobs(driver: object) -> None:

@@ -158,6 +158,12 @@ async def test_now_is_timezone_aware_and_moves(backend: QueueBackend) -> None:
 # ---- statistics -----------------------------------------------------------------------------
 
 
+async def test_no_snapshot_holds_vacuum_back_in_a_quiet_store(backend: QueueBackend) -> None:
+    # Only this test's own connections exist, and none is inside a transaction.
+    await backend.enqueue([NewJob("a", None)], "raise")
+    assert await backend.oldest_xmin() is None
+
+
 async def test_queue_size_counts_queued_and_picked(backend: QueueBackend) -> None:
     await run(backend, "a", "successful")  # finished: not counted
     await enqueue(backend, "a", "a")

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CANARY_PASSWORD = "canary-Zq7wX4vR9pLm2"
@@ -74,6 +74,7 @@ class Cluster:
     root: Path
     port: int
     user: str | None
+    settings: dict[str, str] = field(default_factory=dict)  # extra server settings (-c)
 
     @property
     def datadir(self) -> Path:
@@ -106,6 +107,7 @@ class Cluster:
             "max_connections": "300",
             "shared_buffers": "64MB",
             "log_min_messages": "warning",
+            **self.settings,
         }
         return f"-p {self.port} " + " ".join(f"-c {k}={v}" for k, v in settings.items())
 
@@ -187,14 +189,14 @@ def _bindir_for(user: str | None) -> Path:
     raise RuntimeError(f"PostgreSQL binaries in {bindir} cannot be run as {user!r}")
 
 
-def create_cluster() -> Cluster:
-    """initdb and start a cluster; the caller destroys it."""
+def create_cluster(settings: dict[str, str] | None = None) -> Cluster:
+    """initdb and start a cluster (with extra server ``settings``); the caller destroys it."""
     user = _run_as()
     bindir = _bindir_for(user)
     root = Path(tempfile.mkdtemp(prefix="pgq-faults-"))
     if user is not None:
         shutil.chown(root, user)
-    cluster = Cluster(bindir, root, free_port(), user)
+    cluster = Cluster(bindir, root, free_port(), user, dict(settings or {}))
     cluster.init()
     cluster.start()
     subprocess.run(

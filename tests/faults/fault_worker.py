@@ -51,7 +51,7 @@ class Ledger:
             try:
                 if self.pool is None:
                     self.pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=4, timeout=5, command_timeout=5
+                        self.dsn, min_size=0, max_size=4, timeout=5, command_timeout=5
                     )
                 # A timeout on acquire also bounds the release: asyncpg otherwise waits
                 # forever for a connection stuck cancelling a query across a restart.
@@ -184,6 +184,8 @@ async def main(args: argparse.Namespace) -> None:
         max_crashes=args.max_crashes,
         retention=args.retention,
         prune_interval=args.prune_interval,
+        xmin_warning_age=args.xmin_warning_age,
+        horizon_check_interval=args.horizon_check_interval,
     )
     try:
         await pg.qm.run(settings=settings, handle_signals=True)
@@ -214,4 +216,6 @@ if __name__ == "__main__":
     parser.add_argument("--entrypoints", default="", help="comma-separated; default: all")
     parser.add_argument("--retention", type=float, default=7 * 24 * 3600.0)
     parser.add_argument("--prune-interval", type=float, default=60.0)
+    parser.add_argument("--xmin-warning-age", type=float, default=300.0)
+    parser.add_argument("--horizon-check-interval", type=float, default=30.0)
     asyncio.run(main(parser.parse_args()))

@@ -17,6 +17,7 @@ connection is reopened on its next use.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -415,6 +416,20 @@ def _scrub_exception(exc: BaseException, dsn: str) -> None:
         exc.args = tuple(scrub(arg, secrets) if isinstance(arg, str) else arg for arg in exc.args)
 
 
+def _pool_sizes(min_size: int) -> dict[str, Any]:
+    """``min_size`` connections at start, and no floor kept afterwards.
+
+    asyncpg 0.32 made ``min_size`` a floor that a task of its own restores while the
+    server is down, logging a WARNING with a traceback at every retry (1 s, 2 s, ... 60 s).
+    Our loops already report an outage once and the pool reconnects on demand, so the
+    floor adds only noise: where ``init_size`` exists, it opens the first connections and
+    the floor is 0. Older asyncpg keeps no floor, and ``min_size`` means the initial size.
+    """
+    if "init_size" in inspect.signature(asyncpg.create_pool).parameters:
+        return {"min_size": 0, "init_size": min_size}
+    return {"min_size": min_size}
+
+
 async def open_pool(
     dsn: str | None,
     *,
@@ -445,7 +460,7 @@ async def open_pool(
     try:
         pool = await asyncpg.create_pool(
             dsn,
-            min_size=min_size,
+            **_pool_sizes(min_size),
             max_size=max_size,
             timeout=command_timeout,  # connecting, too, fails within the command timeout
             command_timeout=command_timeout,

@@ -53,6 +53,7 @@ from pgqueuer.models import (
     ScheduleState,
     StaleJob,
     TickPlan,
+    XminHorizon,
     result_status,
     tick_payload,
 )
@@ -731,6 +732,10 @@ class MemoryBackend:
 
     async def now(self) -> datetime:
         return self._now()
+
+    async def oldest_xmin(self) -> XminHorizon | None:
+        # No MVCC, no vacuum: nothing can hold dead rows back.
+        return None
 
     # ---- schedules ----------------------------------------------------------------------
     async def upsert_schedules(

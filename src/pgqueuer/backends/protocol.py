@@ -48,6 +48,7 @@ from pgqueuer.models import (
     ScheduleState,
     StaleJob,
     TickPlan,
+    XminHorizon,
 )
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 
@@ -228,6 +229,12 @@ class QueueBackend(Protocol):
         ...
 
     async def now(self) -> datetime: ...
+
+    async def oldest_xmin(self) -> XminHorizon | None:
+        """The oldest snapshot (xmin horizon) holding back vacuum in this store, from
+        other sessions, prepared transactions and replication slots; ``None`` when none
+        is held (a store without MVCC, such as the in-memory one, never has one)."""
+        ...
 
     # ---- schedules ----------------------------------------------------------------------
     # A schedule is stored by name with its definition (expression, time zone, missed-tick

@@ -43,6 +43,7 @@ from pgqueuer.models import (
     ScheduleState,
     StaleJob,
     TickPlan,
+    XminHorizon,
     result_status,
     tick_payload,
 )
@@ -736,6 +737,21 @@ class SqlBackend:
         rows = await self.connector.fetch(self.sql.now)
         value: datetime = rows[0]["now"]
         return value
+
+    async def oldest_xmin(self) -> XminHorizon | None:
+        rows = await self.connector.fetch(self.sql.oldest_xmin)
+        if not rows:
+            return None
+        row = rows[0]
+        return XminHorizon(
+            holder=row["holder"],
+            xid_age=int(row["xid_age"]),
+            seconds=None if row["seconds"] is None else max(float(row["seconds"]), 0.0),
+            xmin=row["xmin"],
+            pid=row["pid"],
+            name=row["name"] or None,
+            state=row["state"],
+        )
 
     # ---- schedules ----------------------------------------------------------------------
     async def upsert_schedules(

@@ -16,7 +16,7 @@ from pgqueuer.cli.errors import EXIT_OK
 from pgqueuer.cli.output import age, emit, emit_json, note, shorten, table
 from pgqueuer.cli.registry import Commands, positive_int, seconds
 from pgqueuer.config import DatabaseNames
-from pgqueuer.models import LogStatistics, QueueStatistics
+from pgqueuer.models import LogStatistics, QueueStatistics, XminHorizon
 from pgqueuer.supervisor import stop_signals
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -77,6 +77,22 @@ async def workers(args: argparse.Namespace, session: Session) -> int:
     return EXIT_OK
 
 
+def horizon_line(horizon: XminHorizon | None) -> str:
+    if horizon is None:
+        return "oldest snapshot: none held (vacuum can remove every dead row)"
+    return f"oldest snapshot: {horizon.describe()}"
+
+
+async def horizon(args: argparse.Namespace, session: Session) -> int:
+    pg = await session.queue()
+    found = await pg.queries.oldest_xmin()
+    if args.json:
+        emit_json(found)
+    else:
+        emit(horizon_line(found))
+    return EXIT_OK
+
+
 def size_table(stats: list[QueueStatistics]) -> str:
     if not stats:
         return "no queued or running jobs"
@@ -110,11 +126,13 @@ async def dashboard(args: argparse.Namespace, session: Session) -> int:
         while True:
             sizes = await pg.queries.queue_size()
             stats = await pg.queries.log_statistics(args.limit)
+            oldest = await pg.queries.oldest_xmin()
             now = datetime.now().astimezone().isoformat(timespec="seconds")
             refresh = f"every {args.interval:g}s, Ctrl-C to stop" if args.interval else "once"
             frame = "\n".join(
                 [
                     f"pgqueuer dashboard: {target} at {now} (refresh {refresh})",
+                    horizon_line(oldest),
                     "",
                     "Jobs in the queue",
                     size_table(sizes),
@@ -232,6 +250,21 @@ def register(commands: Commands) -> None:
             "and is not listed."
         ),
         examples=["pgq workers", "pgq workers --json"],
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = commands.add(
+        "horizon",
+        horizon,
+        summary="the oldest snapshot holding back vacuum (a long transaction)",
+        description=(
+            "Show the oldest snapshot (xmin horizon) in the database: the session, prepared "
+            "transaction or replication slot holding it, how long it has been open and its "
+            "age in transactions. While it is open, vacuum cannot remove dead job rows, so "
+            "the jobs table grows and claims slow down. The time a session of another role "
+            "has been open shows only with pg_read_all_stats."
+        ),
+        examples=["pgq horizon", "pgq horizon --json"],
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -688,6 +688,38 @@ SELECT count(*) AS count FROM gone
 """
 
 
+# ---- database health (R25) ---------------------------------------------------------------
+# The oldest xmin horizon that holds back vacuum in this database: snapshots of sessions
+# (autovacuum's own are ignored by other vacuums, and our own statement is left out),
+# prepared transactions and replication slots. Since PostgreSQL 14 only sessions of the
+# same database (and walsenders, which have none) hold a table's horizon. backend_xmin is
+# visible for every session; xact_start only for our own role's or with pg_read_all_stats.
+OLDEST_XMIN: Final = """
+WITH holders AS (
+    SELECT 'session'::text AS holder, a.pid, a.application_name AS name, a.state,
+           a.backend_xmin AS xmin,
+           EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8 AS seconds
+    FROM pg_stat_activity a
+    WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid()
+      AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
+      AND (a.datname = current_database() OR a.datname IS NULL)
+    UNION ALL
+    SELECT 'prepared', NULL, p.gid, NULL, p.transaction,
+           EXTRACT(EPOCH FROM clock_timestamp() - p.prepared)::float8
+    FROM pg_prepared_xacts p
+    WHERE p.database = current_database()
+    UNION ALL
+    SELECT 'replication slot', NULL, s.slot_name::text, NULL, s.xmin, NULL
+    FROM pg_replication_slots s
+    WHERE s.xmin IS NOT NULL AND (s.database IS NULL OR s.database = current_database())
+)
+SELECT holder, pid, name, state, xmin::text AS xmin, age(xmin) AS xid_age, seconds
+FROM holders
+ORDER BY age(xmin) DESC, seconds DESC NULLS LAST
+LIMIT 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Statements:
     """Every statement above, rendered for one set of object names."""
@@ -745,6 +777,7 @@ class Statements:
     prune: str
     log_statistics: str
     now: str
+    oldest_xmin: str
     upsert_schedules: str
     due_schedules: str
     insert_ticks: str
@@ -815,6 +848,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "prune": PRUNE,
     "log_statistics": LOG_STATISTICS,
     "now": NOW,
+    "oldest_xmin": OLDEST_XMIN,
     "upsert_schedules": UPSERT_SCHEDULES,
     "due_schedules": DUE_SCHEDULES,
     "insert_ticks": INSERT_TICKS,
