@@ -376,30 +376,24 @@ SELECT r.rejected, c.* FROM (
 _AFTER_SUCCESS: Final = "WITH finished AS (" + _FINISH_SUCCESS_UPDATE + "), claimed AS ("
 _AFTER_ANY: Final = "WITH finished AS (" + FINISH + "), claimed AS ("
 
-FINISH_SUCCESS_CLAIM_ONE: Final = (
-    _AFTER_SUCCESS
-    + _CLAIM_ONE.replace(":ep", "$3").replace(":worker", "$4").replace(":lease", "$5")
-    + ")"
-    + _CLAIM_AFTER
-)
-FINISH_SUCCESS_CLAIM_MANY: Final = (
-    _AFTER_SUCCESS
-    + _CLAIM_MANY.replace(":ep", "$3").replace(":worker", "$4").replace(":lease", "$5")
-    + ")"
-    + _CLAIM_AFTER
-)
-FINISH_CLAIM_ONE: Final = (
-    _AFTER_ANY
-    + _CLAIM_ONE.replace(":ep", "$8").replace(":worker", "$9").replace(":lease", "$10")
-    + ")"
-    + _CLAIM_AFTER
-)
-FINISH_CLAIM_MANY: Final = (
-    _AFTER_ANY
-    + _CLAIM_MANY.replace(":ep", "$8").replace(":worker", "$9").replace(":lease", "$10")
-    + ")"
-    + _CLAIM_AFTER
-)
+
+def _then_claim(finished: str, claim: str, first: int) -> str:
+    """``finished`` (a WITH head) followed by ``claim`` whose parameters start at ``$first``."""
+    return (
+        finished
+        + claim.replace(":ep", f"${first}")
+        .replace(":worker", f"${first + 1}")
+        .replace(":lease", f"${first + 2}")
+        + ")"
+        + _CLAIM_AFTER
+    )
+
+
+# The success statement binds 2 arrays, the general one 7: the claim's parameters follow.
+FINISH_SUCCESS_CLAIM_ONE: Final = _then_claim(_AFTER_SUCCESS, _CLAIM_ONE, 3)
+FINISH_SUCCESS_CLAIM_MANY: Final = _then_claim(_AFTER_SUCCESS, _CLAIM_MANY, 3)
+FINISH_CLAIM_ONE: Final = _then_claim(_AFTER_ANY, _CLAIM_ONE, 8)
+FINISH_CLAIM_MANY: Final = _then_claim(_AFTER_ANY, _CLAIM_MANY, 8)
 
 HEARTBEAT: Final = """
 UPDATE {jobs} j
