@@ -240,3 +240,38 @@ async def test_claim_and_finish_records_outcomes_and_claims_in_one_call(
         [],
         set(),
     )
+
+
+async def test_outcomes_are_fenced_by_the_claiming_worker(backend: QueueBackend) -> None:
+    # A claim lost in a server crash can hand the same lease number out again, to another
+    # worker: with its id given, a worker writes only for jobs it claimed itself.
+    await backend.enqueue([NewJob("a", None) for _ in range(4)], "raise")
+    ours, theirs = uuid4(), uuid4()
+    mine, plain, general, other = await backend.claim([EntrypointLimit("a")], 4, ours, 30.0)
+    stranger = [Outcome(mine.id, mine.lease, "successful")]
+    assert await backend.finish(stranger, theirs) == set()
+    error = ErrorInfo("ValueError", "no")
+    assert (
+        await backend.finish([Outcome(general.id, general.lease, "exception", error=error)], theirs)
+        == set()
+    )
+    assert dict(await backend.job_statuses([mine.id, general.id])) == {
+        mine.id: "picked",
+        general.id: "picked",
+    }
+    assert await backend.finish([Outcome(mine.id, mine.lease, "successful")], ours) == {mine.id}
+    mixed = [
+        Outcome(general.id, general.lease, "exception", error=error),
+        Outcome(plain.id, plain.lease, "successful", result_json="1"),
+    ]
+    assert await backend.finish(mixed, ours) == {general.id, plain.id}
+    # The combined call fences with the claiming worker's id too.
+    _, accepted = await backend.claim_and_finish(
+        [EntrypointLimit("a")], 1, theirs, 30.0, [Outcome(other.id, other.lease, "successful")]
+    )
+    assert accepted == set()
+    assert dict(await backend.job_statuses([other.id])) == {other.id: "picked"}
+    _, accepted = await backend.claim_and_finish(
+        [EntrypointLimit("a")], 1, ours, 30.0, [Outcome(other.id, other.lease, "successful")]
+    )
+    assert accepted == {other.id}

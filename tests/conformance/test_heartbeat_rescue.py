@@ -133,6 +133,14 @@ async def test_heartbeat_reports_lost_leases(backend: QueueBackend, wait_until: 
     assert await backend.heartbeat([], 30.0) == type(report)(frozenset(), frozenset())
 
 
+async def test_heartbeat_is_fenced_by_the_claiming_worker(backend: QueueBackend) -> None:
+    job = await enqueue_and_claim(backend, 30.0)
+    lease = [Lease(job.id, job.lease)]
+    assert (await backend.heartbeat(lease, 30.0, uuid4())).alive == frozenset()
+    assert (await backend.heartbeat(lease, 30.0, job.queue_manager_id)).alive == {job.id}
+    assert (await backend.heartbeat(lease, 30.0)).alive == {job.id}
+
+
 async def test_expired_job_that_was_asked_to_cancel_ends_canceled(
     backend: QueueBackend, wait_until: WaitUntil
 ) -> None:

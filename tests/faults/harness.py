@@ -197,9 +197,16 @@ class FaultEnv:
         app = await asyncpg.connect(self.app_dsn, command_timeout=C)
         self.backend = SqlBackend(AsyncpgDriver(app))
 
-    async def note_in_flight(self) -> None:
+    async def note_in_flight(self, *, freeze: bool = False) -> None:
         """Remember the jobs running right now: a fault about to hit every worker (a server
-        restart) may make them run again."""
+        restart) may make them run again.
+
+        ``freeze`` (right before stopping the server): also hold the jobs table in EXCLUSIVE
+        mode until the server goes down, so that no claim lands between this snapshot and
+        the fault. (Claims commit asynchronously: one made in that gap may be lost in a
+        crash and its job run again, though it was in flight too.)"""
+        if freeze:
+            await self.admin.execute("BEGIN; LOCK TABLE pgqueuer IN EXCLUSIVE MODE")
         rows = await self.admin.fetch("SELECT id FROM pgqueuer WHERE status = 'picked'")
         self.in_flight |= {int(r["id"]) for r in rows}
 

@@ -53,7 +53,7 @@ async def test_r7_r8_postgres_restart_and_crash(restart_faults: FaultEnv, mode: 
             return await faults.done_count() >= jobs * fraction
 
         await wait_until(reached, 240, f"{fraction:.0%} of the jobs")
-        await faults.note_in_flight()
+        await faults.note_in_flight(freeze=True)  # held until the server goes down
         if mode == "fast":
             faults.cluster.restart("fast")
         else:

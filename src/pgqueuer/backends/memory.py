@@ -433,15 +433,26 @@ class MemoryBackend:
     ) -> tuple[list[Job], set[JobId]]:
         # Claim first: like the one SQL statement, the claim sees none of the outcomes.
         jobs = await self.claim(entrypoints, batch_size, worker_id, lease_seconds)
-        return jobs, await self.finish(outcomes) if outcomes else set()
+        return jobs, await self.finish(outcomes, worker_id) if outcomes else set()
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+    def _holds(self, record: _Record | None, lease: int, worker_id: UUID | None) -> bool:
+        """The fence of every write under a claim: picked, same lease, same worker."""
+        return (
+            record is not None
+            and record.status == "picked"
+            and record.lease == lease
+            and (worker_id is None or record.queue_manager_id == worker_id)
+        )
+
+    async def finish(
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+    ) -> set[JobId]:
         self._require_schema()
         now = self._now()
         accepted: set[JobId] = set()
         for outcome in outcomes:
             record = self._jobs.get(outcome.job_id)
-            if record is None or record.status != "picked" or record.lease != outcome.lease:
+            if record is None or not self._holds(record, outcome.lease, worker_id):
                 continue
             accepted.add(record.id)
             record.crashes = 0
@@ -467,14 +478,16 @@ class MemoryBackend:
                 self._set_status(record, outcome.status)
         return accepted
 
-    async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
+    async def heartbeat(
+        self, leases: Sequence[Lease], lease_seconds: float, worker_id: UUID | None = None
+    ) -> HeartbeatReport:
         self._require_schema()
         now = self._now()
         alive: set[JobId] = set()
         cancel: set[JobId] = set()
         for lease in leases:
             record = self._jobs.get(lease.job_id)
-            if record is None or record.status != "picked" or record.lease != lease.lease:
+            if record is None or not self._holds(record, lease.lease, worker_id):
                 continue
             record.heartbeat = now
             record.lease_expires_at = now + timedelta(seconds=lease_seconds)

@@ -133,10 +133,14 @@ class QueueBackend(Protocol):
         """True if a job of these entrypoints is queued and due now (limits ignored)."""
         ...
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> set[JobId]:
+    async def finish(
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+    ) -> set[JobId]:
         """Record the end of runs in one step; return the ids whose lease still matched.
 
-        An outcome applies only if the job is ``picked`` with the same lease. Status
+        An outcome applies only if the job is ``picked`` with the same lease and, when
+        ``worker_id`` is given, was claimed by that worker (a claim lost in a server crash
+        may hand the same lease number out again, to another worker). Status
         ``queued`` (retry or release) puts the job back with ``execute_after = now +
         retry_delay``; when ``count_attempt`` is False the attempt is given back
         (``attempts - 1``). Terminal statuses set ``finished_at``; ``successful`` stores
@@ -157,12 +161,18 @@ class QueueBackend(Protocol):
 
         The claim may not see what the outcomes change (a job they put back in the queue, a
         concurrency slot they free); otherwise both steps follow the rules of ``claim`` and
-        ``finish``. Returns the claimed jobs and the ids of the outcomes accepted.
+        ``finish`` (the outcomes fenced by ``worker_id``). Returns the claimed jobs and the
+        ids of the outcomes accepted.
         """
         ...
 
-    async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> HeartbeatReport:
-        """Extend the leases that still match; report those and the ones asked to cancel."""
+    async def heartbeat(
+        self, leases: Sequence[Lease], lease_seconds: float, worker_id: UUID | None = None
+    ) -> HeartbeatReport:
+        """Extend the leases that still match; report those and the ones asked to cancel.
+
+        A lease matches as in ``finish``: picked, same lease, claimed by ``worker_id`` if given.
+        """
         ...
 
     async def rescue_expired(self, max_crashes: int) -> RescueReport:

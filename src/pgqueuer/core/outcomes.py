@@ -9,6 +9,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.config import DEFAULT_RECONNECT_BACKOFF_MAX
@@ -64,8 +65,10 @@ class OutcomeWriter:
         *,
         outage: OutageLog | None = None,
         backoff_max: float = DEFAULT_RECONNECT_BACKOFF_MAX,
+        worker_id: UUID | None = None,
     ) -> None:
         self._backend = backend
+        self._worker_id = worker_id  # the fence: only rows this worker claimed are written
         self._pending: list[Outcome] = []
         self._unsettled = 0  # added and not yet written: pending, or in some statement
         # Batches taken for a statement and not settled or given back yet, by identity.
@@ -172,7 +175,7 @@ class OutcomeWriter:
                 continue  # a claim took them while we waited
             try:
                 faultpoint("finish_error")
-                accepted = await self._backend.finish(batch)
+                accepted = await self._backend.finish(batch, self._worker_id)
             except DatabaseUnavailableError as exc:
                 self.give_back(batch)
                 self._outage.failed(f"recording {len(batch)} job outcomes", exc)

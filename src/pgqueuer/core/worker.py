@@ -509,6 +509,7 @@ class WorkerRun:
             on_written=self._on_written,
             outage=self.outage,
             backoff_max=settings.reconnect_backoff_max,
+            worker_id=manager.queue_manager_id,
         )
         self.capacity = settings.max_concurrent_tasks or settings.batch_size
         self.listener = ListenerSupervisor(
@@ -719,6 +720,13 @@ class WorkerRun:
 
     # ---- running jobs -------------------------------------------------------------------
     def _start(self, job: Job) -> None:
+        earlier = self.running.get(job.id)
+        if earlier is not None and earlier[0].lease == job.lease:
+            # Our own claim of this job was lost in a server crash (claims commit
+            # asynchronously) and we claimed it again: same job, same lease, same worker.
+            # The run in progress now holds the new claim; a second copy must not start.
+            logger.info("job %s (%s) re-claimed while running here", job.id, job.entrypoint)
+            return
         task = self.loop.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
         self.running[job.id] = (job, task)
 
@@ -731,10 +739,15 @@ class WorkerRun:
                 faultpoint("handler_after_return")
                 self.writer.add(outcome)
         finally:
-            self.manager.job_context.pop(job.id, None)
-            self.running.pop(job.id, None)
-            if self.stop_reasons:
-                self.stop_reasons.pop(job.id, None)
+            # A stale run of a job re-claimed here under a newer lease must not remove the
+            # new run's entries (both are keyed by the job id).
+            if self.manager.job_context.get(job.id) is context:
+                del self.manager.job_context[job.id]
+            entry = self.running.get(job.id)
+            if entry is not None and entry[0] is job:
+                del self.running[job.id]
+                if self.stop_reasons:
+                    self.stop_reasons.pop(job.id, None)
             self.slot_freed.set()
 
     async def _execute(self, job: Job, context: Context) -> Outcome | None:
@@ -869,7 +882,9 @@ class WorkerRun:
             if not leases:
                 continue
             try:
-                report = await self.backend.heartbeat(leases, self.settings.heartbeat_timeout)
+                report = await self.backend.heartbeat(
+                    leases, self.settings.heartbeat_timeout, self.manager.queue_manager_id
+                )
             except DatabaseUnavailableError as exc:
                 self.outage.failed("heartbeat", exc)
                 continue

@@ -307,10 +307,31 @@ _CLAIM_MANY: Final = (
     + _CLAIM_RETURNING
 )
 
-CLAIM_ONE: Final = _CLAIM_ONE.replace(":ep", "$1").replace(":worker", "$2").replace(":lease", "$3")
-CLAIM_MANY: Final = (
-    _CLAIM_MANY.replace(":ep", "$1").replace(":worker", "$2").replace(":lease", "$3")
-)
+# A claim on its own commits asynchronously: it does not wait for its WAL to reach disk.
+# Losing it in a server crash only puts the jobs back in the queue (no data is lost, the
+# jobs run again: at-least-once), and the worker can never write for them under that claim:
+# outcomes and heartbeats are fenced by the claiming worker's id as well as the lease, so a
+# re-claim after recovery that hands out the same lease number to another worker shuts the
+# first one out. This takes one WAL flush off the path from enqueue to handler start. An
+# InitPlan runs once per statement, before the first row, whatever the plan; set_config with
+# is_local = true lasts to the end of this statement's own (implicit) transaction. Claims
+# that carry outcomes, limited claims and everything else commit synchronously.
+_ASYNC_COMMIT: Final = """
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
+RETURNING"""
+
+
+def _claim_alone(claim: str) -> str:
+    return (
+        claim.replace("\nRETURNING", _ASYNC_COMMIT, 1)
+        .replace(":ep", "$1")
+        .replace(":worker", "$2")
+        .replace(":lease", "$3")
+    )
+
+
+CLAIM_ONE: Final = _claim_alone(_CLAIM_ONE)
+CLAIM_MANY: Final = _claim_alone(_CLAIM_MANY)
 
 HAS_RUNNABLE: Final = """
 SELECT EXISTS (
@@ -328,9 +349,14 @@ SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || e, 0))
 FROM unnest($2::text[]) AS e ORDER BY e
 """
 
+# Outcomes and heartbeats name the worker that claimed the job (``:fence``; NULL skips the
+# check, for callers that are not a worker) on top of the lease: see ``_ASYNC_COMMIT``.
+_WORKER_FENCE: Final = "\n  AND (:fence::uuid IS NULL OR j.queue_manager_id = :fence::uuid)"
+
 # One statement settles a whole batch of runs. Only rows still picked under the same lease
 # change: a worker whose job was rescued and re-claimed elsewhere writes nothing.
-FINISH: Final = """
+_FINISH_UPDATE: Final = (
+    """
 UPDATE {jobs} j
 SET status = o.status,
     result = CASE WHEN o.status = 'successful' THEN o.result::jsonb ELSE NULL END,
@@ -343,23 +369,32 @@ SET status = o.status,
     crashes = 0, cancel_requested = false, lease_expires_at = NULL, updated = now()
 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[],
             $7::boolean[]) AS o(id, lease, status, result, error, delay, count_attempt)
-WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
+WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'"""
+    + _WORKER_FENCE
+    + """
 RETURNING j.id
 """
+)
+
+FINISH: Final = _FINISH_UPDATE.replace(":fence", "$8")
 
 # Settling a batch in which every handler returned None (the common outcome): ids and
 # leases only, the same fencing as FINISH, and the same end state as FINISH writes for a
 # successful run whose result is SQL NULL.
-_FINISH_SUCCESS_UPDATE: Final = """
+_FINISH_SUCCESS_UPDATE: Final = (
+    """
 UPDATE {jobs} j
 SET status = 'successful', result = NULL, error = NULL, finished_at = now(), crashes = 0,
     cancel_requested = false, lease_expires_at = NULL, updated = now()
 FROM unnest($1::bigint[], $2::bigint[]) AS o(id, lease)
-WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'
+WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'"""
+    + _WORKER_FENCE
+    + """
 RETURNING j.id
 """
+)
 
-FINISH_SUCCESS: Final = _FINISH_SUCCESS_UPDATE
+FINISH_SUCCESS: Final = _FINISH_SUCCESS_UPDATE.replace(":fence", "$3")
 
 # The outcomes of the last batch and the claim of the next one in one statement: one round
 # trip and one commit instead of two. Both run on the same snapshot, so the claim cannot see
@@ -374,13 +409,14 @@ SELECT r.rejected, c.* FROM (
 """
 
 _AFTER_SUCCESS: Final = "WITH finished AS (" + _FINISH_SUCCESS_UPDATE + "), claimed AS ("
-_AFTER_ANY: Final = "WITH finished AS (" + FINISH + "), claimed AS ("
+_AFTER_ANY: Final = "WITH finished AS (" + _FINISH_UPDATE + "), claimed AS ("
 
 
 def _then_claim(finished: str, claim: str, first: int) -> str:
     """``finished`` (a WITH head) followed by ``claim`` whose parameters start at ``$first``."""
+    # The outcomes are fenced by the claiming worker, the same id the claim writes.
     return (
-        finished
+        finished.replace(":fence", f"${first + 1}")
         + claim.replace(":ep", f"${first}")
         .replace(":worker", f"${first + 1}")
         .replace(":lease", f"${first + 2}")
@@ -395,13 +431,17 @@ FINISH_SUCCESS_CLAIM_MANY: Final = _then_claim(_AFTER_SUCCESS, _CLAIM_MANY, 3)
 FINISH_CLAIM_ONE: Final = _then_claim(_AFTER_ANY, _CLAIM_ONE, 8)
 FINISH_CLAIM_MANY: Final = _then_claim(_AFTER_ANY, _CLAIM_MANY, 8)
 
-HEARTBEAT: Final = """
+HEARTBEAT: Final = (
+    """
 UPDATE {jobs} j
 SET heartbeat = now(), lease_expires_at = now() + make_interval(secs => $3::float8)
 FROM unnest($1::bigint[], $2::bigint[]) AS l(id, lease)
-WHERE j.id = l.id AND j.lease = l.lease AND j.status = 'picked'
+WHERE j.id = l.id AND j.lease = l.lease AND j.status = 'picked'"""
+    + _WORKER_FENCE.replace(":fence", "$4")
+    + """
 RETURNING j.id, j.cancel_requested
 """
+)
 
 # A picked job whose lease expired lost its worker. It goes back to the queue with a new
 # lease (fencing the lost worker out), unless it was asked to cancel, or it has now taken
