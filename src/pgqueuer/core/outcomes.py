@@ -96,6 +96,11 @@ class OutcomeWriter:
         """Outcomes added and not written yet."""
         return self._unsettled
 
+    @property
+    def buffered(self) -> int:
+        """Outcomes waiting for a statement (``take`` would return up to this many)."""
+        return len(self._pending)
+
     def unsettled_leases(self) -> list[Lease]:
         """The leases of every outcome not written yet (buffered or in a statement).
 

@@ -8,7 +8,7 @@ claim loop      claim up to ``batch_size`` jobs (never more than free local capa
                 one of our entrypoints, a freed slot, or ``poll_interval`` (polling is the
                 guarantee, NOTIFY only the hint)
 outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``); on
-                a single connection the claim loop carries them in its next claim
+                a single connection the claim loop carries them in a later claim
                 instead, while it claims batch after batch (``claim_and_finish``)
 heartbeats      one statement per interval for all running jobs; lost leases and cancel
                 requests come back in the answer
@@ -78,6 +78,15 @@ logger = logging.getLogger("pgqueuer.worker")
 
 F = TypeVar("F", bound=Callable[..., Any])
 StopReason = Literal["cancel", "release", "lost"]
+
+# On one connection the outcomes ride on a claim's statement, which then waits for its WAL
+# flush (claims alone commit asynchronously): carrying them only once this many have
+# gathered spreads one flush over more jobs. At batch 10, every fourth claim instead of
+# every claim drained 9.6-10.5k -> 12.2-12.3k jobs/s; at batch 100 every second claim,
+# 27.6-28.4k -> 29.4-32.0k. They wait a few claims longer, never longer than the claim
+# loop keeps claiming full batches: it lets the writer go before it waits for anything.
+CARRY_BATCHES = 2
+CARRY_MIN_OUTCOMES = 40
 ON_FAILURE_VALUES = ("delete", "hold")
 MAX_ENTRYPOINT_LENGTH = 200
 
@@ -635,12 +644,13 @@ class WorkerRun:
 
     async def _claim_batches(self) -> None:
         backoff = Backoff(maximum=self.settings.reconnect_backoff_max)
-        # On one connection, the outcomes of the last batch ride on the next claim: one
+        # On one connection, the outcomes of the last batches ride on a later claim: one
         # round trip and one commit instead of two. Not for limited entrypoints, whose
         # claims must see the slots those outcomes free.
         carry = self.backend.combined_claim and not any(
             e.concurrency_limit > 0 for e in self.entrypoints
         )
+        carry_at = max(CARRY_BATCHES * self.settings.batch_size, CARRY_MIN_OUTCOMES)
         while not self.stopping:
             room = self.capacity - len(self.running)
             if room <= 0:
@@ -657,7 +667,8 @@ class WorkerRun:
             outcomes: list[Outcome] = []
             if carry and self.entrypoints:
                 self.writer.hold()
-                outcomes = self.writer.take()
+                if self.writer.buffered >= carry_at:
+                    outcomes = self.writer.take()
             try:
                 jobs, accepted = await self._claim(want, outcomes)
             except DatabaseUnavailableError as exc:
