@@ -505,6 +505,9 @@ class WorkerRun:
         ]
         self.loop = asyncio.get_running_loop()
         self.running: dict[JobId, tuple[Job, asyncio.Task[None]]] = {}
+        # Full batches whose tasks start once the next claim is on its way (_defer_start).
+        self.deferred: list[list[Job]] = []
+        self.deferred_jobs = 0
         self.stop_reasons: dict[JobId, StopReason] = {}
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
@@ -640,6 +643,7 @@ class WorkerRun:
         try:
             await self._claim_batches()
         finally:
+            self._start_deferred()  # whatever was claimed runs (or is released) as usual
             self.writer.release()
 
     async def _claim_batches(self) -> None:
@@ -652,13 +656,13 @@ class WorkerRun:
         )
         carry_at = max(CARRY_BATCHES * self.settings.batch_size, CARRY_MIN_OUTCOMES)
         while not self.stopping:
-            room = self.capacity - len(self.running)
+            room = self.capacity - len(self.running) - self.deferred_jobs
             if room <= 0:
                 self.writer.release()
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
-            if self.once and not self.running:
+            if self.once and not self.running and not self.deferred:
                 # Outcomes must be written first: a retry without delay is runnable again.
                 self.writer.release()
                 await self.writer.wait_idle()
@@ -687,10 +691,12 @@ class WorkerRun:
             backoff.reset()
             if jobs:
                 faultpoint("claim_after_commit")
+            if jobs and len(jobs) == want:
+                self._defer_start(jobs)
+                continue  # the writer stays held: outcomes go with a later claim
+            self._start_deferred()
             for job in jobs:
                 self._start(job)
-            if jobs and len(jobs) == want:
-                continue  # the writer stays held: these jobs' outcomes go with the next claim
             self.writer.release()
             if self.once:
                 if not jobs and not self.running:
@@ -730,6 +736,21 @@ class WorkerRun:
             await self._wait_event(self.wake, seconds)
 
     # ---- running jobs -------------------------------------------------------------------
+    def _defer_start(self, jobs: list[Job]) -> None:
+        """Start ``jobs`` on the loop's next turn: after a full batch the claim loop sends the
+        next claim first, so creating these tasks (a few µs each) overlaps with the server's
+        work on that claim instead of delaying it; the jobs run during it either way."""
+        self.deferred.append(jobs)
+        self.deferred_jobs += len(jobs)
+        self.loop.call_soon(self._start_deferred)
+
+    def _start_deferred(self) -> None:
+        while self.deferred:
+            jobs = self.deferred.pop(0)
+            self.deferred_jobs -= len(jobs)
+            for job in jobs:
+                self._start(job)
+
     def _start(self, job: Job) -> None:
         earlier = self.running.get(job.id)
         if earlier is not None and earlier[0].lease == job.lease:
