@@ -3,7 +3,6 @@ write factory modules, and wait for conditions with deadlines."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -16,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import asyncpg
 import pytest
-
-from pgqueuer.cli import main
+from tests.cli.support import Pgq, Result, Sql, fetch, pgq_in_process
 
 CLI_ENV_VARIABLES = (
     "PGQUEUER_DSN",
@@ -28,21 +25,6 @@ CLI_ENV_VARIABLES = (
     "PGQUEUER_EMBEDDED_DIR",
 )
 KEPT_ENV_VARIABLES = ("PGDSN", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD")
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.strip().splitlines()
-
-
-Pgq = Callable[..., Result]
-Sql = Callable[..., list[asyncpg.Record]]
 
 
 @pytest.fixture(autouse=True)
@@ -66,31 +48,13 @@ def _clean_cli_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def pgq(capsys: pytest.CaptureFixture[str]) -> Pgq:
     """Run ``pgq ARGS...`` in this process; return the exit code and what it printed."""
 
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+    return lambda *args: pgq_in_process(capsys, *args)
 
 
 @pytest.fixture
 def db(pgq: Pgq, database_url: str) -> Pgq:
     """``pgq --pg-dsn <fresh migrated database> ARGS...``."""
     return lambda *args: pgq("--pg-dsn", database_url, *args)
-
-
-def fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(url)
-        try:
-            rows: list[asyncpg.Record] = await connection.fetch(sql, *args)
-            return rows
-        finally:
-            await connection.close()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture

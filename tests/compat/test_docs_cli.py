@@ -10,31 +10,19 @@ import json
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+from tests.cli.support import Pgq, fetch, pgq_in_process
 
 from pgqueuer import PgQueuer
-from pgqueuer.cli import main
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
 from pgqueuer.types import QueueExecutionMode
 
 pytestmark = pytest.mark.postgres
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Pgq = Callable[..., Result]
 
 
 @pytest.fixture
@@ -48,25 +36,7 @@ def pgq(
     monkeypatch.setenv("PGDSN", empty_database_url)
     monkeypatch.setattr(sys, "path", list(sys.path))
 
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
-
-
-def query(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(url)
-        try:
-            rows: list[asyncpg.Record] = await connection.fetch(sql, *args)
-            return rows
-        finally:
-            await connection.close()
-
-    return asyncio.run(go())
+    return lambda *args: pgq_in_process(capsys, *args)
 
 
 def test_schema_commands(pgq: Pgq) -> None:
@@ -112,14 +82,14 @@ def test_queue_with_dedupe_key(pgq: Pgq, empty_database_url: str) -> None:
     assert pgq("install").code == 0
     first = pgq("queue", "fetch", '{"key": "value"}')
     assert first.code == 0
-    [row] = query(empty_database_url, "SELECT payload FROM pgqueuer WHERE entrypoint = 'fetch'")
+    [row] = fetch(empty_database_url, "SELECT payload FROM pgqueuer WHERE entrypoint = 'fetch'")
     assert bytes(row["payload"]) == b'{"key": "value"}'
     args = ["queue", "my_module.my_function", '{"key": "value"}', "--dedupe-key", "invoice-42"]
     assert pgq(*args, "--on-conflict", "skip").code == 0
     assert pgq(*args, "--on-conflict", "skip").code == 0
     duplicate = pgq(*args)
     assert duplicate.code != 0 and "invoice-42" in duplicate.err
-    rows = query(
+    rows = fetch(
         empty_database_url,
         "SELECT count(*) AS n FROM pgqueuer WHERE entrypoint = 'my_module.my_function'",
     )
@@ -141,7 +111,7 @@ def test_failed_requeue_and_inspection(pgq: Pgq, empty_database_url: str) -> Non
     as_json = json.loads(pgq("failed", "--json").out)
     assert sorted(item["id"] for item in as_json) == sorted(ids)
     assert pgq("requeue", *(str(job_id) for job_id in ids)).code == 0
-    rows = query(empty_database_url, "SELECT status, attempts FROM pgqueuer ORDER BY id")
+    rows = fetch(empty_database_url, "SELECT status, attempts FROM pgqueuer ORDER BY id")
     assert [(r["status"], r["attempts"]) for r in rows] == [("queued", 0), ("queued", 0)]
     backlog = json.loads(pgq("backlog", "--json").out)
     assert [(entry["entrypoint"], entry["queued"]) for entry in backlog] == [("process_order", 2)]
@@ -259,7 +229,7 @@ def test_global_prefix_and_schema(pgq: Pgq, empty_database_url: str) -> None:
     assert pgq("--schema", "billing", "queue", "b", "y").code == 0
     tables = {
         (r["table_schema"], r["table_name"])
-        for r in query(
+        for r in fetch(
             empty_database_url,
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_name IN ('myapp_pgqueuer', 'pgqueuer')",

@@ -25,6 +25,7 @@ from pgqueuer.backends.sql import SqlBackend
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import EntrypointLimit, Lease, NewJob
 from pgqueuer.queries import Queries
+from pgqueuer.types import JobId
 
 pytestmark = pytest.mark.postgres
 
@@ -84,6 +85,22 @@ class Gated:
     gate: asyncio.Event
     runs: list[int]
 
+    async def run_and_undo_claim(self, **run: Any) -> tuple[asyncio.Task[None], int, int]:
+        """Enqueue one job, start the worker, and once the handler runs undo its claim as
+        crash recovery would. Returns the worker's task, the job id and its lease."""
+        job_id = await self.pg.enqueue("gated", {})
+        runner = asyncio.create_task(self.pg.run(poll_interval=0.02, **run))
+
+        async def running() -> bool:
+            return self.runs == [job_id]
+
+        await wait_for(running, 30, "the handler to start", runner)
+        lease: int = await self.connection.fetchval(
+            "SELECT lease FROM pgqueuer WHERE id = $1", job_id
+        )
+        assert await self.connection.execute(UNDO_CLAIM, job_id) == "UPDATE 1"
+        return runner, job_id, lease
+
 
 @pytest.fixture
 async def gated_worker(database_url: str) -> AsyncIterator[Gated]:
@@ -116,18 +133,10 @@ async def test_the_same_worker_reclaiming_a_lost_claim_does_not_run_it_twice(
         gated_worker.gate,
         gated_worker.runs,
     )
-    job_id = await pg.enqueue("gated", {})
     # Heartbeats are rare here so that the re-claim, not a heartbeat, meets the undone row.
-    runner = asyncio.create_task(
-        pg.run(poll_interval=0.02, heartbeat_timeout=180, heartbeat_interval=60)
+    runner, job_id, lease = await gated_worker.run_and_undo_claim(
+        heartbeat_timeout=180, heartbeat_interval=60
     )
-
-    async def running() -> bool:
-        return runs == [job_id]
-
-    await wait_for(running, 30, "the handler to start", runner)
-    lease = await connection.fetchval("SELECT lease FROM pgqueuer WHERE id = $1", job_id)
-    assert await connection.execute(UNDO_CLAIM, job_id) == "UPDATE 1"
 
     async def reclaimed() -> bool:
         row = await connection.fetchrow("SELECT status, lease FROM pgqueuer WHERE id = $1", job_id)
@@ -145,25 +154,12 @@ async def test_the_same_worker_reclaiming_a_lost_claim_does_not_run_it_twice(
 async def test_another_worker_reclaiming_a_lost_claim_fences_the_first_out(
     gated_worker: Gated,
 ) -> None:
-    pg, connection, gate, runs = (
-        gated_worker.pg,
-        gated_worker.connection,
-        gated_worker.gate,
-        gated_worker.runs,
-    )
-    job_id = await pg.enqueue("gated", {})
+    pg, connection, gate = gated_worker.pg, gated_worker.connection, gated_worker.gate
     # One slot: while the job runs, this worker cannot claim it back itself.
-    runner = asyncio.create_task(
-        pg.run(poll_interval=0.02, heartbeat_interval=0.05, max_concurrent_tasks=1)
+    runner, job_id, lease = await gated_worker.run_and_undo_claim(
+        heartbeat_interval=0.05, max_concurrent_tasks=1
     )
-
-    async def running() -> bool:
-        return runs == [job_id]
-
-    await wait_for(running, 30, "the handler to start", runner)
     first_worker = pg.worker.queue_manager_id
-    lease = await connection.fetchval("SELECT lease FROM pgqueuer WHERE id = $1", job_id)
-    assert await connection.execute(UNDO_CLAIM, job_id) == "UPDATE 1"
     other = Queries(AsyncpgDriver(connection)).backend
     other_worker = uuid4()
     (job,) = await other.claim([EntrypointLimit("gated")], 1, other_worker, 30.0)
@@ -178,5 +174,5 @@ async def test_another_worker_reclaiming_a_lost_claim_fences_the_first_out(
     assert row is not None
     assert (row["status"], row["lease"]) == ("picked", lease)
     assert row["queue_manager_id"] == other_worker != first_worker
-    report = await other.heartbeat([Lease(job_id, lease)], 30.0, other_worker)
+    report = await other.heartbeat([Lease(JobId(job_id), lease)], 30.0, other_worker)
     assert report.alive == {job_id}
