@@ -435,11 +435,10 @@ class MemoryBackend:
         jobs = await self.claim(entrypoints, batch_size, worker_id, lease_seconds)
         return jobs, await self.finish(outcomes, worker_id) if outcomes else set()
 
-    def _holds(self, record: _Record | None, lease: int, worker_id: UUID | None) -> bool:
+    def _holds(self, record: _Record, lease: int, worker_id: UUID | None) -> bool:
         """The fence of every write under a claim: picked, same lease, same worker."""
         return (
-            record is not None
-            and record.status == "picked"
+            record.status == "picked"
             and record.lease == lease
             and (worker_id is None or record.queue_manager_id == worker_id)
         )

@@ -507,7 +507,6 @@ class WorkerRun:
         self.running: dict[JobId, tuple[Job, asyncio.Task[None]]] = {}
         # Full batches whose tasks start once the next claim is on its way (_defer_start).
         self.deferred: list[list[Job]] = []
-        self.deferred_jobs = 0
         self.stop_reasons: dict[JobId, StopReason] = {}
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
@@ -656,7 +655,7 @@ class WorkerRun:
         )
         carry_at = max(CARRY_BATCHES * self.settings.batch_size, CARRY_MIN_OUTCOMES)
         while not self.stopping:
-            room = self.capacity - len(self.running) - self.deferred_jobs
+            room = self.capacity - len(self.running) - sum(map(len, self.deferred))
             if room <= 0:
                 self.writer.release()
                 self.slot_freed.clear()
@@ -741,14 +740,11 @@ class WorkerRun:
         next claim first, so creating these tasks (a few µs each) overlaps with the server's
         work on that claim instead of delaying it; the jobs run during it either way."""
         self.deferred.append(jobs)
-        self.deferred_jobs += len(jobs)
         self.loop.call_soon(self._start_deferred)
 
     def _start_deferred(self) -> None:
         while self.deferred:
-            jobs = self.deferred.pop(0)
-            self.deferred_jobs -= len(jobs)
-            for job in jobs:
+            for job in self.deferred.pop(0):
                 self._start(job)
 
     def _start(self, job: Job) -> None:

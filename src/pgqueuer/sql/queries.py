@@ -321,13 +321,17 @@ _ASYNC_COMMIT: Final = """
 RETURNING"""
 
 
-def _claim_alone(claim: str) -> str:
+def _numbered(claim: str, first: int) -> str:
+    """``claim`` with its parameters (entrypoint, worker, lease) numbered from ``$first``."""
     return (
-        claim.replace("\nRETURNING", _ASYNC_COMMIT, 1)
-        .replace(":ep", "$1")
-        .replace(":worker", "$2")
-        .replace(":lease", "$3")
+        claim.replace(":ep", f"${first}")
+        .replace(":worker", f"${first + 1}")
+        .replace(":lease", f"${first + 2}")
     )
+
+
+def _claim_alone(claim: str) -> str:
+    return _numbered(claim.replace("\nRETURNING", _ASYNC_COMMIT, 1), 1)
 
 
 CLAIM_ONE: Final = _claim_alone(_CLAIM_ONE)
@@ -416,12 +420,7 @@ def _then_claim(finished: str, claim: str, first: int) -> str:
     """``finished`` (a WITH head) followed by ``claim`` whose parameters start at ``$first``."""
     # The outcomes are fenced by the claiming worker, the same id the claim writes.
     return (
-        finished.replace(":fence", f"${first + 1}")
-        + claim.replace(":ep", f"${first}")
-        .replace(":worker", f"${first + 1}")
-        .replace(":lease", f"${first + 2}")
-        + ")"
-        + _CLAIM_AFTER
+        finished.replace(":fence", f"${first + 1}") + _numbered(claim, first) + ")" + _CLAIM_AFTER
     )
 
 
