@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 from pgqueuer.backends.protocol import QueueBackend
@@ -146,6 +147,43 @@ async def test_claimed_job_matches_the_stored_job(backend: QueueBackend) -> None
         3,
     )
     assert job.heartbeat == job.updated
+
+
+async def test_claimed_times_match_the_stored_times_exactly(backend: QueueBackend) -> None:
+    # The claim may send its times in another form (epoch seconds, execute_after only when
+    # it differs from created): every job of a batch must still carry the stored values to
+    # the microsecond, whether enqueued together, apart, or with a run_at in the past.
+    past = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    ids = await enqueue(backend, "a", 3)
+    ids += await enqueue(backend, "a", 2)
+    (delayed,) = await backend.enqueue([NewJob("a", None, run_at=past)], "raise")
+    assert delayed is not None
+    ids.append(delayed)
+    worker = uuid4()
+    claimed = await backend.claim([EntrypointLimit("a")], 10, worker, 30.0)
+    assert sorted(job.id for job in claimed) == sorted(ids)
+    for job in claimed:
+        stored = await backend.fetch_job(job.id)
+        assert stored is not None
+        assert (job.created, job.updated, job.execute_after, job.heartbeat) == (
+            stored.created,
+            stored.updated,
+            stored.execute_after,
+            stored.updated,
+        )
+        assert job.created.tzinfo is not None and job.created.utcoffset() == timedelta(0)
+    assert next(job for job in claimed if job.id == delayed).execute_after == past
+    # The claim that carries outcomes builds its jobs the same way.
+    more = await enqueue(backend, "a", 2)
+    outcomes = [Outcome(job.id, job.lease, "successful") for job in claimed]
+    again, accepted = await backend.claim_and_finish(
+        [EntrypointLimit("a")], 10, worker, 30.0, outcomes
+    )
+    assert accepted == set(ids)
+    assert sorted(job.id for job in again) == sorted(more)
+    for job in again:
+        stored = await backend.fetch_job(job.id)
+        assert stored is not None and job == stored
 
 
 async def test_claims_of_changing_sizes_each_respect_their_size(backend: QueueBackend) -> None:

@@ -4,10 +4,10 @@ exactly as Job(...) would, with every field set."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from pgqueuer.backends.sql import claimed_job_from_row
+from pgqueuer.backends.sql import _EpochTimes, claimed_job_from_row
 from pgqueuer.models import Job
 from pgqueuer.types import JobId
 
@@ -18,8 +18,8 @@ def test_claimed_job_sets_every_field() -> None:
     row = {
         "id": 7,
         "priority": 3,
-        "created": moment,
-        "updated": moment.replace(second=9),
+        "created_epoch": moment.timestamp(),
+        "updated_epoch": moment.replace(second=9).timestamp(),
         "execute_after": moment.replace(second=1),
         "entrypoint": "mail",
         "payload": memoryview(b"abc"),
@@ -52,6 +52,24 @@ def test_claimed_job_sets_every_field() -> None:
     )
     assert job == expected
     assert type(job.payload) is bytes
-    row.update(payload=None, headers=None, timeout_seconds=None)
+    row.update(payload=None, headers=None, timeout_seconds=None, execute_after=None)
     bare = claimed_job_from_row(row, worker)
     assert (bare.payload, bare.headers, bare.timeout) == (None, None, None)
+    # No execute_after sent: the job became runnable when it was created.
+    assert bare.execute_after == moment
+
+
+def test_epoch_seconds_convert_back_to_the_microsecond() -> None:
+    # A float8 epoch holds a present-day time to about 0.2 µs: the conversion must land on
+    # the stored microsecond for every value, including ones near a rounding boundary.
+    times = _EpochTimes()
+    base = datetime(2026, 12, 2, 13, 0, 0, tzinfo=UTC)
+    for micro in (0, 1, 499_999, 500_000, 999_999, 123_457):
+        for days in (0, 1, 4_000):
+            moment = base.replace(microsecond=micro) + timedelta(days=days)
+            assert times(moment.timestamp()) == moment
+    # Repeated values come back as the same object (a batch shares its times).
+    assert times(base.timestamp()) is times(base.timestamp())
+    assert times(datetime(1960, 5, 6, 7, 8, 9, 10, tzinfo=UTC).timestamp()) == datetime(
+        1960, 5, 6, 7, 8, 9, 10, tzinfo=UTC
+    )

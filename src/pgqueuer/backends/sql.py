@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -89,18 +89,25 @@ _set_slot, _set_timeout = _JOB_SLOT["slot"], _JOB_SLOT["timeout"]
 _new_object = object.__new__
 
 
-def claimed_job_from_row(row: Row, worker_id: UUID) -> Job:
-    """A job from the lean claim's row, which leaves out what the claim itself set."""
+def claimed_job_from_row(
+    row: Row, worker_id: UUID, times: Callable[[float], datetime] | None = None
+) -> Job:
+    """A job from the lean claim's row, which leaves out what the claim itself set and
+    sends its times as epoch seconds (``times`` turns them into datetimes; one
+    :class:`_EpochTimes` per batch shares the conversions)."""
+    at = times or _EpochTimes()
     headers = row["headers"]
     payload = row["payload"]
-    updated = row["updated"]
+    created = at(row["created_epoch"])
+    updated = at(row["updated_epoch"])
+    execute_after = row["execute_after"]
     job: Job = _new_object(Job)
     _set_id(job, row["id"])
     _set_priority(job, row["priority"])
-    _set_created(job, row["created"])
+    _set_created(job, created)
     _set_updated(job, updated)
     _set_heartbeat(job, updated)
-    _set_execute_after(job, row["execute_after"])
+    _set_execute_after(job, created if execute_after is None else execute_after)
     _set_status(job, "picked")
     _set_entrypoint(job, row["entrypoint"])
     _set_payload(job, payload if payload is None or type(payload) is bytes else bytes(payload))
@@ -113,12 +120,39 @@ def claimed_job_from_row(row: Row, worker_id: UUID) -> Job:
     return job
 
 
+class _EpochTimes:
+    """Epoch seconds to aware UTC datetimes, remembering the last two values: a claimed
+    batch's rows share their claim's now() and mostly their enqueue's, so a batch of 100
+    makes a handful of datetimes instead of 200."""
+
+    __slots__ = ("_moment", "_other_moment", "_other_seconds", "_seconds")
+
+    def __init__(self) -> None:
+        self._seconds = self._other_seconds = float("nan")
+        self._moment = self._other_moment = _EPOCH
+
+    def __call__(self, seconds: float) -> datetime:
+        if seconds == self._seconds:
+            return self._moment
+        if seconds == self._other_seconds:
+            return self._other_moment
+        moment = _from_epoch(seconds, UTC)
+        self._other_seconds, self._other_moment = self._seconds, self._moment
+        self._seconds, self._moment = seconds, moment
+        return moment
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_from_epoch = datetime.fromtimestamp
+
+
 def _claim_order(job: Job) -> tuple[int, int]:
     return (-job.priority, job.id)
 
 
 def _claimed_jobs(rows: Sequence[Row], worker_id: UUID) -> list[Job]:
-    jobs = [claimed_job_from_row(row, worker_id) for row in rows]
+    times = _EpochTimes()
+    jobs = [claimed_job_from_row(row, worker_id, times) for row in rows]
     if len(jobs) > 1:
         jobs.sort(key=_claim_order)
     return jobs

@@ -87,6 +87,8 @@ StopReason = Literal["cancel", "release", "lost"]
 # loop keeps claiming full batches: it lets the writer go before it waits for anything.
 CARRY_BATCHES = 2
 CARRY_MIN_OUTCOMES = 40
+# Ended runs remembered per slot of local capacity, to recognise a stale re-claim (_start).
+ENDED_MEMORY_PER_SLOT = 4
 ON_FAILURE_VALUES = ("delete", "hold")
 MAX_ENTRYPOINT_LENGTH = 200
 
@@ -508,6 +510,10 @@ class WorkerRun:
         # Full batches whose tasks start once the next claim is on its way (_defer_start).
         self.deferred: list[list[Job]] = []
         self.stop_reasons: dict[JobId, StopReason] = {}
+        # Runs that ended here with an outcome, by job id: the lease they ran under. A claim
+        # that hands out the same job under the same lease again is a lost claim re-made
+        # (see _start); rejected outcomes leave (their job is due to run again).
+        self.ended: dict[JobId, int] = {}
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.heartbeat_now = asyncio.Event()
@@ -755,6 +761,12 @@ class WorkerRun:
             # The run in progress now holds the new claim; a second copy must not start.
             logger.info("job %s (%s) re-claimed while running here", job.id, job.entrypoint)
             return
+        if self.ended.get(job.id) == job.lease:
+            # The same, for a run that already ended here: our re-claim was answered after
+            # its outcome was added, which settles the job under this very lease (or, if
+            # it is rejected, leaves the job to lease expiry and a rescue).
+            logger.info("job %s (%s) re-claimed after its run here ended", job.id, job.entrypoint)
+            return
         task = self.loop.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
         self.running[job.id] = (job, task)
 
@@ -766,6 +778,7 @@ class WorkerRun:
             if outcome is not None:
                 faultpoint("handler_after_return")
                 self.writer.add(outcome)
+                self._remember_ended(job)
         finally:
             # A stale run of a job re-claimed here under a newer lease must not remove the
             # new run's entries (both are keyed by the job id).
@@ -886,11 +899,25 @@ class WorkerRun:
         else:
             logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
 
+    def _remember_ended(self, job: Job) -> None:
+        ended = self.ended
+        ended[job.id] = job.lease
+        # Only the newest entries matter: a stale re-claim names a run that ended while
+        # that claim was in flight, and at most ``capacity`` runs end meanwhile. Trimmed
+        # in bulk, so the cost per job stays one dict store.
+        keep = ENDED_MEMORY_PER_SLOT * max(self.capacity, 1)
+        if len(ended) > 2 * keep:
+            newest = list(ended.items())[-keep:]
+            ended.clear()
+            ended.update(newest)
+
     def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
         if len(accepted) == len(outcomes):  # ids are distinct: every outcome was accepted
             return
         for outcome in outcomes:
             if outcome.job_id not in accepted:
+                if self.ended.get(outcome.job_id) == outcome.lease:
+                    del self.ended[outcome.job_id]  # not settled: a re-claim must run it
                 logger.warning(
                     "outcome of job %s (%s) rejected: its lease %s is no longer current (the "
                     "job was rescued and re-claimed, or cancelled)",

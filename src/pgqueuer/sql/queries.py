@@ -270,8 +270,15 @@ SET status = 'picked', attempts = j.attempts + 1, lease = j.lease + 1,
     lease_expires_at = now() + make_interval(secs => :lease::float8)
 """
 
+# The times come back as epoch seconds (float8): the driver decodes a float several times
+# faster than a timestamptz, and the worker turns the batch's few distinct values into
+# datetimes once (a batch shares its claim's now() and, mostly, its enqueue's). A float8
+# holds a past or present time to well under a microsecond, so they convert back exactly;
+# execute_after is sent only when it differs from created (a delayed job), as a timestamp.
 _CLAIM_RETURNING: Final = """
-RETURNING j.id, j.priority, j.created, j.updated, j.execute_after, j.entrypoint, j.payload,
+RETURNING j.id, j.priority, date_part('epoch', j.created) AS created_epoch,
+          date_part('epoch', j.updated) AS updated_epoch,
+          NULLIF(j.execute_after, j.created) AS execute_after, j.entrypoint, j.payload,
           j.attempts, j.headers::text AS headers, j.lease, j.timeout_seconds
 """
 
