@@ -529,6 +529,8 @@ class WorkerRun:
             worker_id=manager.queue_manager_id,
         )
         self.capacity = settings.max_concurrent_tasks or settings.batch_size
+        # How many ended runs to keep (_remember_ended), fixed for the run.
+        self.ended_keep = ENDED_MEMORY_PER_SLOT * max(self.capacity, 1)
         self.listener = ListenerSupervisor(
             self.backend,
             self._on_notification,
@@ -905,7 +907,7 @@ class WorkerRun:
         # Only the newest entries matter: a stale re-claim names a run that ended while
         # that claim was in flight, and at most ``capacity`` runs end meanwhile. Trimmed
         # in bulk, so the cost per job stays one dict store.
-        keep = ENDED_MEMORY_PER_SLOT * max(self.capacity, 1)
+        keep = self.ended_keep
         if len(ended) > 2 * keep:
             newest = list(ended.items())[-keep:]
             ended.clear()
