@@ -1,6 +1,7 @@
 """The claim's cached plan: PostgreSQL switches to a generic plan for prepared statements that
 run often, so the generic plan must be the cheap one (an ordered walk of the queued-only
-index that stops after the batch), with any amount of history in the table."""
+index that stops after the batch), with any amount of history in the table; the rows it
+locked are then updated by their address (a TID scan), not looked up again by id."""
 
 from __future__ import annotations
 
@@ -44,5 +45,23 @@ async def test_generic_claim_plan_walks_the_queued_index(database_url: str, sing
         await connection.close()
     assert "queued_idx" in plan, plan
     assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
+    assert "Tid Scan" in plan and "pkey" not in plan, plan
     if single:  # the index gives the order; several entrypoints sort only what they return
         assert "Sort" not in plan, plan
+
+
+async def test_claim_after_outcomes_also_updates_by_address(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        backend = SqlBackend(AsyncpgDriver(connection))
+        await backend.migrate()
+        jobs = backend.names.qualified(backend.names.jobs)
+        await connection.execute(
+            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, 20000)"
+        )
+        await connection.execute(f"ANALYZE {jobs}")
+        sql = backend.sql.finish_success_claim_one.replace(":limit", "10")
+        plan = await _plan(connection, sql, [1, 2], [1, 1], "a", uuid4(), 30.0)
+    finally:
+        await connection.close()
+    assert "queued_idx" in plan and "Tid Scan" in plan, plan

@@ -282,16 +282,23 @@ RETURNING j.id, j.priority, date_part('epoch', j.created) AS created_epoch,
           j.attempts, j.headers::text AS headers, j.lease, j.timeout_seconds
 """
 
+# The rows to update are named by the physical address (ctid) of the versions the subquery
+# locked: the update then fetches each one directly (a TID scan) instead of looking every id
+# up again in the primary key, which took about a tenth of a claim's server time. A locked
+# version is the one the update changes: nobody else can update it meanwhile. (If a queued
+# row was updated after this statement's snapshot, the lock lands on the newer version,
+# which the update does not see: that job is not claimed this time and stays queued.)
+#
 # One entrypoint: the queued index gives the rows in order, the LIMIT stops the walk.
 _CLAIM_ONE: Final = (
     _CLAIM_SET
-    + """WHERE j.id IN (
-    SELECT q.id FROM {jobs} q
+    + """WHERE j.ctid = ANY(ARRAY(
+    SELECT q.ctid FROM {jobs} q
     WHERE q.entrypoint = :ep::text AND q.status = 'queued' AND q.execute_after <= now()
     ORDER BY q.priority DESC, q.id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
-)"""
+))"""
     + _CLAIM_RETURNING
 )
 
@@ -299,10 +306,10 @@ _CLAIM_ONE: Final = (
 # sort every queued row of them), then keep the best n overall.
 _CLAIM_MANY: Final = (
     _CLAIM_SET
-    + """WHERE j.id IN (
-    SELECT c.id FROM unnest(:ep::text[]) AS e(entrypoint)
+    + """WHERE j.ctid = ANY(ARRAY(
+    SELECT c.tid FROM unnest(:ep::text[]) AS e(entrypoint)
     CROSS JOIN LATERAL (
-        SELECT q.id, q.priority FROM {jobs} q
+        SELECT q.ctid AS tid, q.id, q.priority FROM {jobs} q
         WHERE q.entrypoint = e.entrypoint AND q.status = 'queued' AND q.execute_after <= now()
         ORDER BY q.priority DESC, q.id
         LIMIT :limit
@@ -310,7 +317,7 @@ _CLAIM_MANY: Final = (
     ) c
     ORDER BY c.priority DESC, c.id
     LIMIT :limit
-)"""
+))"""
     + _CLAIM_RETURNING
 )
 
