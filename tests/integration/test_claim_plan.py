@@ -23,21 +23,29 @@ async def _plan(connection: asyncpg.Connection, sql: str, *args: object) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-@pytest.mark.parametrize("single", [True, False])
-async def test_generic_claim_plan_walks_the_queued_index(database_url: str, single: bool) -> None:
-    connection = await asyncpg.connect(database_url)
-    try:
-        backend = SqlBackend(AsyncpgDriver(connection))
-        await backend.migrate()
-        jobs = backend.names.qualified(backend.names.jobs)
+async def _queue_of(connection: asyncpg.Connection, history: bool) -> SqlBackend:
+    """A migrated backend on ``connection`` with 20,000 queued jobs (and as many finished
+    ones when ``history``), analysed so the planner sees the sizes."""
+    backend = SqlBackend(AsyncpgDriver(connection))
+    await backend.migrate()
+    jobs = backend.names.qualified(backend.names.jobs)
+    if history:
         await connection.execute(
             f"INSERT INTO {jobs} (entrypoint, status, finished_at) "
             "SELECT 'a', 'successful', now() FROM generate_series(1, 20000)"
         )
-        await connection.execute(
-            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, 20000)"
-        )
-        await connection.execute(f"ANALYZE {jobs}")
+    await connection.execute(
+        f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, 20000)"
+    )
+    await connection.execute(f"ANALYZE {jobs}")
+    return backend
+
+
+@pytest.mark.parametrize("single", [True, False])
+async def test_generic_claim_plan_walks_the_queued_index(database_url: str, single: bool) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        backend = await _queue_of(connection, history=True)
         template = backend.sql.claim_one if single else backend.sql.claim_many
         target: object = "a" if single else ["a", "b"]
         plan = await _plan(connection, template.replace(":limit", "10"), target, uuid4(), 30.0)
@@ -53,13 +61,7 @@ async def test_generic_claim_plan_walks_the_queued_index(database_url: str, sing
 async def test_claim_after_outcomes_also_updates_by_address(database_url: str) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        backend = SqlBackend(AsyncpgDriver(connection))
-        await backend.migrate()
-        jobs = backend.names.qualified(backend.names.jobs)
-        await connection.execute(
-            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, 20000)"
-        )
-        await connection.execute(f"ANALYZE {jobs}")
+        backend = await _queue_of(connection, history=False)
         sql = backend.sql.finish_success_claim_one.replace(":limit", "10")
         plan = await _plan(connection, sql, [1, 2], [1, 1], "a", uuid4(), 30.0)
     finally:
