@@ -1,7 +1,9 @@
 """The claim's cached plan: PostgreSQL switches to a generic plan for prepared statements that
 run often, so the generic plan must be the cheap one (an ordered walk of the queued-only
 index that stops after the batch), with any amount of history in the table; the rows it
-locked are then updated by their address (a TID scan), not looked up again by id."""
+locked are then updated by their address (a TID scan), not looked up again by id, and not
+found by a pass over the table, even while the table is new and small (a plan cached then is
+kept as the table grows)."""
 
 from __future__ import annotations
 
@@ -67,3 +69,30 @@ async def test_claim_after_outcomes_also_updates_by_address(database_url: str) -
     finally:
         await connection.close()
     assert "queued_idx" in plan and "Tid Scan" in plan, plan
+
+
+@pytest.mark.parametrize("limit", [1, 10, 100])
+@pytest.mark.parametrize("rows", [0, 50, 1000])
+async def test_claim_plan_on_a_new_small_table_updates_by_address(
+    database_url: str, rows: int, limit: int
+) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        backend = SqlBackend(AsyncpgDriver(connection))
+        await backend.migrate()
+        jobs = backend.names.qualified(backend.names.jobs)
+        await connection.execute(
+            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, $1::int)", rows
+        )
+        plans = [
+            await _plan(connection, sql.replace(":limit", str(limit)), *args)
+            for sql, args in (
+                (backend.sql.claim_one, ("a", uuid4(), 30.0)),
+                (backend.sql.claim_many, (["a", "b"], uuid4(), 30.0)),
+                (backend.sql.finish_success_claim_one, ([1], [1], "a", uuid4(), 30.0)),
+            )
+        ]
+    finally:
+        await connection.close()
+    for plan in plans:
+        assert "Tid Scan" in plan and "Seq Scan" not in plan, plan
