@@ -96,3 +96,28 @@ async def test_claim_plan_on_a_new_small_table_updates_by_address(
         await connection.close()
     for plan in plans:
         assert "Tid Scan" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize("batch", [10, 100])
+@pytest.mark.parametrize(("rows", "analysed"), [(0, False), (1000, False), (5000, True)])
+async def test_limited_claim_plan_updates_by_address(
+    database_url: str, rows: int, analysed: bool, batch: int
+) -> None:
+    """The claim for entrypoints with a concurrency limit (it counts capacity first) must not
+    join its locked rows back by id either: at batch 100 on an analysed table of 5,000 rows
+    that join became a hash join over a pass of the whole table."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        backend = SqlBackend(AsyncpgDriver(connection))
+        await backend.migrate()
+        jobs = backend.names.qualified(backend.names.jobs)
+        await connection.execute(
+            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, $1::int)", rows
+        )
+        if analysed:
+            await connection.execute(f"ANALYZE {jobs}")
+        plan = await _plan(connection, backend.sql.claim, ["a"], batch, uuid4(), 30.0, [5])
+    finally:
+        await connection.close()
+    assert "queued_idx" in plan and "Tid Scan" in plan, plan
+    assert "Seq Scan" not in plan and "pkey" not in plan, plan

@@ -217,6 +217,26 @@ NOTIFY: Final = "SELECT pg_notify($1::text, $2::text)"
 
 # ---- workers ------------------------------------------------------------------------------
 
+# Every claim updates the rows it locked by their physical address (ctid): the update then
+# fetches each one directly (a TID scan) instead of looking every id up again in the primary
+# key, which took about a tenth of a claim's server time. A locked version is the one the
+# update changes: nobody else can update it meanwhile. (If a queued row was updated after
+# the statement's snapshot, the lock lands on the newer version, which the update does not
+# see: that job is not claimed this time and stays queued.)
+#
+# _TID_ONLY keeps the TID scan on a small table too. The planner weighs it as ten random
+# page reads (it cannot know the array's length) against one pass over the table, and on a
+# table it believes small (a fresh queue: under ~1,200 rows) it picked the pass; a join by
+# id picked a hash join over a pass at batch 100 on tables of a few thousand rows. A cached
+# generic plan then kept reading every row on each claim as the table grew, until the next
+# ANALYZE. The second arm of _TID_ONLY is never evaluated (a lease is never negative, and OR
+# stops at its first true arm), but the planner charges it to every row a plan reads: 1,000
+# comparisons per row for a pass over the table, against ~10 fetched rows for the TID scan.
+# (``<``, not ``=``: an ``=`` against a constant array is hashed and costed as one lookup.)
+# It costs nothing at run time: pgbench, our cycle, 4 runs each.
+_TID_ONLY: Final = """
+  AND (j.lease >= 0 OR j.lease < ANY(array_fill(-1::bigint, ARRAY[1000])))"""
+
 # Per entrypoint, walk the queued index in priority order and lock what is free (SKIP LOCKED),
 # never more than the entrypoint's remaining capacity; then keep the best `batch` overall.
 # Capacity counts picked rows; for limited entrypoints the caller holds an advisory lock per
@@ -233,10 +253,10 @@ WITH wanted AS (
     FROM unnest($1::text[], $5::integer[]) AS e(entrypoint, lim)
 ),
 candidates AS (
-    SELECT c.id, c.priority
+    SELECT c.tid
     FROM wanted w
     CROSS JOIN LATERAL (
-        SELECT q.id, q.priority FROM {jobs} q
+        SELECT q.ctid AS tid, q.id, q.priority FROM {jobs} q
         WHERE q.entrypoint = w.entrypoint AND q.status = 'queued' AND q.execute_after <= now()
         ORDER BY q.priority DESC, q.id
         LIMIT w.room
@@ -249,8 +269,9 @@ UPDATE {jobs} j
 SET status = 'picked', attempts = j.attempts + 1, lease = j.lease + 1,
     queue_manager_id = $3::uuid, heartbeat = now(), started_at = now(), updated = now(),
     lease_expires_at = now() + make_interval(secs => $4::float8)
-FROM candidates c
-WHERE j.id = c.id
+WHERE j.ctid = ANY(ARRAY(SELECT c.tid FROM candidates c))"""
+    + _TID_ONLY
+    + """
 RETURNING """
     + JOB_COLUMNS
 )
@@ -281,25 +302,6 @@ RETURNING j.id, j.priority, date_part('epoch', j.created) AS created_epoch,
           NULLIF(j.execute_after, j.created) AS execute_after, j.entrypoint, j.payload,
           j.attempts, j.headers::text AS headers, j.lease, j.timeout_seconds
 """
-
-# The rows to update are named by the physical address (ctid) of the versions the subquery
-# locked: the update then fetches each one directly (a TID scan) instead of looking every id
-# up again in the primary key, which took about a tenth of a claim's server time. A locked
-# version is the one the update changes: nobody else can update it meanwhile. (If a queued
-# row was updated after this statement's snapshot, the lock lands on the newer version,
-# which the update does not see: that job is not claimed this time and stays queued.)
-#
-# _TID_ONLY keeps that plan on a small table too. The planner weighs the TID scan as ten
-# random page reads (it cannot know the array's length) against one pass over the table,
-# and on a table it believes small (a fresh queue: under ~1,200 rows) it picked the pass. A
-# cached generic plan then kept scanning every row on each claim as the table grew, until
-# the next ANALYZE. The second arm of _TID_ONLY is never evaluated (a lease is never
-# negative, and OR stops at its first true arm), but the planner charges it to every row a
-# plan reads: 1,000 comparisons per row for a pass over the table, against ~10 fetched rows
-# for the TID scan. (``<``, not ``=``: an ``=`` against a constant array is hashed and
-# costed as one lookup.) It costs nothing at run time: pgbench, our cycle, 4 runs each.
-_TID_ONLY: Final = """
-  AND (j.lease >= 0 OR j.lease < ANY(array_fill(-1::bigint, ARRAY[1000])))"""
 
 # One entrypoint: the queued index gives the rows in order, the LIMIT stops the walk.
 _CLAIM_ONE: Final = (
