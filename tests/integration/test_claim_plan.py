@@ -25,21 +25,25 @@ async def _plan(connection: asyncpg.Connection, sql: str, *args: object) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-async def _queue_of(connection: asyncpg.Connection, history: bool) -> SqlBackend:
-    """A migrated backend on ``connection`` with 20,000 queued jobs (and as many finished
-    ones when ``history``), analysed so the planner sees the sizes."""
+async def _queue_of(
+    connection: asyncpg.Connection, queued: int, *, history: bool = False, analysed: bool = True
+) -> SqlBackend:
+    """A migrated backend on ``connection`` with ``queued`` queued jobs (and as many finished
+    ones when ``history``), analysed (when ``analysed``) so the planner sees the sizes."""
     backend = SqlBackend(AsyncpgDriver(connection))
     await backend.migrate()
     jobs = backend.names.qualified(backend.names.jobs)
     if history:
         await connection.execute(
             f"INSERT INTO {jobs} (entrypoint, status, finished_at) "
-            "SELECT 'a', 'successful', now() FROM generate_series(1, 20000)"
+            "SELECT 'a', 'successful', now() FROM generate_series(1, $1::int)",
+            queued,
         )
     await connection.execute(
-        f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, 20000)"
+        f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, $1::int)", queued
     )
-    await connection.execute(f"ANALYZE {jobs}")
+    if analysed:
+        await connection.execute(f"ANALYZE {jobs}")
     return backend
 
 
@@ -47,7 +51,7 @@ async def _queue_of(connection: asyncpg.Connection, history: bool) -> SqlBackend
 async def test_generic_claim_plan_walks_the_queued_index(database_url: str, single: bool) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        backend = await _queue_of(connection, history=True)
+        backend = await _queue_of(connection, 20000, history=True)
         template = backend.sql.claim_one if single else backend.sql.claim_many
         target: object = "a" if single else ["a", "b"]
         plan = await _plan(connection, template.replace(":limit", "10"), target, uuid4(), 30.0)
@@ -63,7 +67,7 @@ async def test_generic_claim_plan_walks_the_queued_index(database_url: str, sing
 async def test_claim_after_outcomes_also_updates_by_address(database_url: str) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        backend = await _queue_of(connection, history=False)
+        backend = await _queue_of(connection, 20000)
         sql = backend.sql.finish_success_claim_one.replace(":limit", "10")
         plan = await _plan(connection, sql, [1, 2], [1, 1], "a", uuid4(), 30.0)
     finally:
@@ -78,12 +82,7 @@ async def test_claim_plan_on_a_new_small_table_updates_by_address(
 ) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        backend = SqlBackend(AsyncpgDriver(connection))
-        await backend.migrate()
-        jobs = backend.names.qualified(backend.names.jobs)
-        await connection.execute(
-            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, $1::int)", rows
-        )
+        backend = await _queue_of(connection, rows, analysed=False)
         plans = [
             await _plan(connection, sql.replace(":limit", str(limit)), *args)
             for sql, args in (
@@ -108,14 +107,7 @@ async def test_limited_claim_plan_updates_by_address(
     that join became a hash join over a pass of the whole table."""
     connection = await asyncpg.connect(database_url)
     try:
-        backend = SqlBackend(AsyncpgDriver(connection))
-        await backend.migrate()
-        jobs = backend.names.qualified(backend.names.jobs)
-        await connection.execute(
-            f"INSERT INTO {jobs} (entrypoint) SELECT 'a' FROM generate_series(1, $1::int)", rows
-        )
-        if analysed:
-            await connection.execute(f"ANALYZE {jobs}")
+        backend = await _queue_of(connection, rows, analysed=analysed)
         plan = await _plan(connection, backend.sql.claim, ["a"], batch, uuid4(), 30.0, [5])
     finally:
         await connection.close()
