@@ -28,7 +28,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -75,9 +75,9 @@ async def work(
     latencies: list[float] = []
     parts: list[tuple[float, float, float, float]] = []
     backend = pgq.qm.backend
-    claim: Callable[..., Awaitable[list[Job]]] = backend.claim
+    claim: Callable[..., Awaitable[Sequence[Job]]] = backend.claim
 
-    async def timed_claim(*args: Any) -> list[Job]:
+    async def timed_claim(*args: Any) -> Sequence[Job]:
         marks["claim_start"] = time.time()
         claimed = await claim(*args)
         marks["claim_end"] = time.time()

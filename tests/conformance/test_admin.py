@@ -34,7 +34,7 @@ async def enqueue(backend: QueueBackend, *entrypoints: str, **options: Any) -> l
 
 
 async def claim(backend: QueueBackend, entrypoint: str = "a", batch: int = 100) -> list[Job]:
-    return await backend.claim([EntrypointLimit(entrypoint)], batch, uuid4(), 30.0)
+    return list(await backend.claim([EntrypointLimit(entrypoint)], batch, uuid4(), 30.0))
 
 
 async def run(backend: QueueBackend, entrypoint: str, status: JOB_STATUS) -> JobId:

@@ -21,7 +21,7 @@ async def enqueue(backend: QueueBackend, entrypoint: str, count: int) -> list[Jo
 async def claim(
     backend: QueueBackend, limits: Sequence[EntrypointLimit], batch: int = 100
 ) -> list[Job]:
-    return await backend.claim(limits, batch, uuid4(), 30.0)
+    return list(await backend.claim(limits, batch, uuid4(), 30.0))
 
 
 async def test_batch_size_is_respected(backend: QueueBackend) -> None:

@@ -23,7 +23,7 @@ def new(entrypoint: str = "a", payload: bytes | None = b"{}", **options: Any) ->
 
 async def claim(backend: QueueBackend, *entrypoints: str, batch: int = 100) -> list[Job]:
     limits = [EntrypointLimit(name) for name in entrypoints or ("a",)]
-    return await backend.claim(limits, batch, uuid4(), 30.0)
+    return list(await backend.claim(limits, batch, uuid4(), 30.0))
 
 
 async def total_jobs(backend: QueueBackend) -> int:

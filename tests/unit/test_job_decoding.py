@@ -1,4 +1,4 @@
-"""The claimed job is built without Job.__init__ (see backends/sql.py): it must come out
+"""The claimed job is built without Job.__init__ (see backends/claimed.py): it must come out
 exactly as Job(...) would, with every field set."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from pgqueuer.backends.sql import _EpochTimes, claimed_job_from_row
+import pytest
+
+from pgqueuer.backends.claimed import ClaimedJobs, _EpochTimes, claimed_job_from_row
 from pgqueuer.models import Job
 from pgqueuer.types import JobId
 
@@ -73,3 +75,47 @@ def test_epoch_seconds_convert_back_to_the_microsecond() -> None:
     assert times(datetime(1960, 5, 6, 7, 8, 9, 10, tzinfo=UTC).timestamp()) == datetime(
         1960, 5, 6, 7, 8, 9, 10, tzinfo=UTC
     )
+
+
+def _row(job_id: int, priority: int, moment: datetime) -> dict[str, object]:
+    return {
+        "id": job_id,
+        "priority": priority,
+        "created_epoch": moment.timestamp(),
+        "updated_epoch": moment.timestamp(),
+        "execute_after": None,
+        "entrypoint": "mail",
+        "payload": None,
+        "attempts": 1,
+        "headers": None,
+        "lease": 1,
+        "timeout_seconds": None,
+    }
+
+
+def test_claimed_jobs_are_counted_before_they_are_decoded() -> None:
+    class Unreadable(dict[str, object]):
+        def __getitem__(self, key: str) -> object:
+            raise LookupError(key)
+
+    # The worker counts a full batch and sends its next claim before it reads the jobs:
+    # the count must not need the rows decoded.
+    claimed = ClaimedJobs([Unreadable(), Unreadable()], uuid4())
+    assert len(claimed) == 2 and bool(claimed)
+    with pytest.raises(LookupError):
+        list(claimed)
+
+
+def test_claimed_jobs_come_in_claim_order_and_equal_a_list() -> None:
+    moment = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    worker = uuid4()
+    rows = [_row(5, 0, moment), _row(9, 3, moment), _row(2, 0, moment)]
+    claimed = ClaimedJobs(rows, worker)
+    expected = sorted(
+        (claimed_job_from_row(row, worker) for row in rows), key=lambda j: (-j.priority, j.id)
+    )
+    assert [job.id for job in claimed] == [9, 2, 5]
+    assert claimed == expected and claimed == ClaimedJobs(rows, worker)
+    assert claimed != expected[:2] and claimed != tuple(expected)
+    assert claimed[0] == expected[0] and claimed[1:] == expected[1:]
+    assert len(claimed) == 3 and repr(claimed) == f"ClaimedJobs({expected!r})"

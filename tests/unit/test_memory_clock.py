@@ -48,7 +48,7 @@ async def backend(clock: FakeClock) -> AsyncIterator[MemoryBackend]:
 
 
 async def claim(backend: MemoryBackend, lease_seconds: float = 30.0, batch: int = 10) -> list[Job]:
-    return await backend.claim([EntrypointLimit("a")], batch, uuid4(), lease_seconds)
+    return list(await backend.claim([EntrypointLimit("a")], batch, uuid4(), lease_seconds))
 
 
 async def enqueue(backend: MemoryBackend, job: NewJob) -> JobId:

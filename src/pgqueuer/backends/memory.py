@@ -367,7 +367,7 @@ class MemoryBackend:
         batch_size: int,
         worker_id: UUID,
         lease_seconds: float,
-    ) -> list[Job]:
+    ) -> Sequence[Job]:
         self._require_schema()
         if batch_size < 1:
             return []
@@ -430,7 +430,7 @@ class MemoryBackend:
         worker_id: UUID,
         lease_seconds: float,
         outcomes: Sequence[Outcome],
-    ) -> tuple[list[Job], set[JobId]]:
+    ) -> tuple[Sequence[Job], set[JobId]]:
         # Claim first: like the one SQL statement, the claim sees none of the outcomes.
         jobs = await self.claim(entrypoints, batch_size, worker_id, lease_seconds)
         return jobs, await self.finish(outcomes, worker_id) if outcomes else set()

@@ -117,7 +117,7 @@ class QueueBackend(Protocol):
         batch_size: int,
         worker_id: UUID,
         lease_seconds: float,
-    ) -> list[Job]:
+    ) -> Sequence[Job]:
         """Claim up to ``batch_size`` runnable jobs of the given entrypoints.
 
         Runnable: status ``queued`` and ``execute_after <= now``. Order: priority
@@ -155,7 +155,7 @@ class QueueBackend(Protocol):
         worker_id: UUID,
         lease_seconds: float,
         outcomes: Sequence[Outcome],
-    ) -> tuple[list[Job], set[JobId]]:
+    ) -> tuple[Sequence[Job], set[JobId]]:
         """``claim`` and ``finish(outcomes)`` together, in one round trip where the store
         allows (one statement on a single connection).
 

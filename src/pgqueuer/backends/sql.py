@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from pgqueuer.backends.claimed import ClaimedJobs, claim_order
 from pgqueuer.backends.connector import Connector, Row, Session, is_unique_violation
 from pgqueuer.backends.protocol import (
     CANCEL_NOTICE,
@@ -72,90 +73,6 @@ def job_from_row(row: Row) -> Job:
         lease=row["lease"],
         timeout=row["timeout_seconds"],
     )
-
-
-# The claimed job is built on the hot path, once per job. A frozen dataclass's __init__
-# stores each field through object.__setattr__ (about 3 µs for Job's 15); the values of a
-# claimed row need no checks, so they go straight into the slots with the slots' own
-# setters (about 1 µs). Every field must be set here: test_claimed_job_sets_every_field.
-_JOB_SLOT = {name: getattr(Job, name).__set__ for name in Job.__slots__}
-_set_id, _set_priority, _set_created = _JOB_SLOT["id"], _JOB_SLOT["priority"], _JOB_SLOT["created"]
-_set_updated, _set_heartbeat = _JOB_SLOT["updated"], _JOB_SLOT["heartbeat"]
-_set_execute_after, _set_status = _JOB_SLOT["execute_after"], _JOB_SLOT["status"]
-_set_entrypoint, _set_payload = _JOB_SLOT["entrypoint"], _JOB_SLOT["payload"]
-_set_attempts, _set_queue_manager_id = _JOB_SLOT["attempts"], _JOB_SLOT["queue_manager_id"]
-_set_headers, _set_lease = _JOB_SLOT["headers"], _JOB_SLOT["lease"]
-_set_slot, _set_timeout = _JOB_SLOT["slot"], _JOB_SLOT["timeout"]
-_new_object = object.__new__
-
-
-def claimed_job_from_row(
-    row: Row, worker_id: UUID, times: Callable[[float], datetime] | None = None
-) -> Job:
-    """A job from the lean claim's row, which leaves out what the claim itself set and
-    sends its times as epoch seconds (``times`` turns them into datetimes; one
-    :class:`_EpochTimes` per batch shares the conversions)."""
-    at = times or _EpochTimes()
-    headers = row["headers"]
-    payload = row["payload"]
-    created = at(row["created_epoch"])
-    updated = at(row["updated_epoch"])
-    execute_after = row["execute_after"]
-    job: Job = _new_object(Job)
-    _set_id(job, row["id"])
-    _set_priority(job, row["priority"])
-    _set_created(job, created)
-    _set_updated(job, updated)
-    _set_heartbeat(job, updated)
-    _set_execute_after(job, created if execute_after is None else execute_after)
-    _set_status(job, "picked")
-    _set_entrypoint(job, row["entrypoint"])
-    _set_payload(job, payload if payload is None or type(payload) is bytes else bytes(payload))
-    _set_attempts(job, row["attempts"])
-    _set_queue_manager_id(job, worker_id)
-    _set_headers(job, json.loads(headers) if headers is not None else None)
-    _set_lease(job, row["lease"])
-    _set_slot(job, None)
-    _set_timeout(job, row["timeout_seconds"])
-    return job
-
-
-class _EpochTimes:
-    """Epoch seconds to aware UTC datetimes, remembering the last two values: a claimed
-    batch's rows share their claim's now() and mostly their enqueue's, so a batch of 100
-    makes a handful of datetimes instead of 200."""
-
-    __slots__ = ("_moment", "_other_moment", "_other_seconds", "_seconds")
-
-    def __init__(self) -> None:
-        self._seconds = self._other_seconds = float("nan")
-        self._moment = self._other_moment = _EPOCH
-
-    def __call__(self, seconds: float) -> datetime:
-        if seconds == self._seconds:
-            return self._moment
-        if seconds == self._other_seconds:
-            return self._other_moment
-        moment = _from_epoch(seconds, UTC)
-        self._other_seconds, self._other_moment = self._seconds, self._moment
-        self._seconds, self._moment = seconds, moment
-        return moment
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_from_epoch = datetime.fromtimestamp
-
-
-def _claim_order(job: Job) -> tuple[int, int]:
-    return (-job.priority, job.id)
-
-
-def _claimed_jobs(rows: Sequence[Row], worker_id: UUID) -> list[Job]:
-    times = _EpochTimes()
-    jobs = [claimed_job_from_row(row, worker_id, times) for row in rows]
-    if len(jobs) > 1:
-        jobs.sort(key=_claim_order)
-    return jobs
 
 
 def _plain_successes(outcomes: Sequence[Outcome]) -> bool:
@@ -535,7 +452,7 @@ class SqlBackend:
         batch_size: int,
         worker_id: UUID,
         lease_seconds: float,
-    ) -> list[Job]:
+    ) -> Sequence[Job]:
         if not entrypoints or batch_size < 1:
             return []
         limited = [e.name for e in entrypoints if e.concurrency_limit > 0]
@@ -559,7 +476,7 @@ class SqlBackend:
             if rows:
                 faultpoint("claim_before_commit")
         jobs = [job_from_row(row) for row in rows]
-        jobs.sort(key=_claim_order)
+        jobs.sort(key=claim_order)
         return jobs
 
     def _lean(self, template: str, single: bool, batch_size: int) -> str:
@@ -577,7 +494,7 @@ class SqlBackend:
         batch_size: int,
         worker_id: UUID,
         lease_seconds: float,
-    ) -> list[Job]:
+    ) -> Sequence[Job]:
         single = len(entrypoints) == 1
         template = self.sql.claim_one if single else self.sql.claim_many
         statement = self._lean(template, single, batch_size)
@@ -585,7 +502,7 @@ class SqlBackend:
         rows = await self.connector.fetch(statement, target, worker_id, float(lease_seconds))
         if not rows:
             return []
-        return _claimed_jobs(rows, worker_id)
+        return ClaimedJobs(rows, worker_id)
 
     async def claim_and_finish(
         self,
@@ -594,7 +511,7 @@ class SqlBackend:
         worker_id: UUID,
         lease_seconds: float,
         outcomes: Sequence[Outcome],
-    ) -> tuple[list[Job], set[JobId]]:
+    ) -> tuple[Sequence[Job], set[JobId]]:
         if not outcomes:
             return await self.claim(entrypoints, batch_size, worker_id, lease_seconds), set()
         if not self.combined_claim or any(e.concurrency_limit > 0 for e in entrypoints):
@@ -623,7 +540,7 @@ class SqlBackend:
             accepted.difference_update(rejected)
         if rows[0]["id"] is None:
             return [], accepted
-        return _claimed_jobs(rows, worker_id), accepted
+        return ClaimedJobs(rows, worker_id), accepted
 
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
         rows = await self.connector.fetch(self.sql.has_runnable, list(entrypoints))
