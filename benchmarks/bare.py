@@ -32,7 +32,7 @@ import asyncpg
 from benchmarks import pg
 from benchmarks.client import process_cpu_seconds
 from pgqueuer.backends.asyncpg_driver import AsyncpgDriver
-from pgqueuer.backends.sql import SqlBackend
+from pgqueuer.backends.sql import SqlBackend, id_list
 from pgqueuer.models import NewJob
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -158,8 +158,8 @@ async def drain(dsn: str, variant: str, batch: int) -> dict[str, Any]:
             n = len(rows)
             if variant == "library":
                 await connection.fetch(
-                    sql.finish, ids, leases, ["successful"] * n, ["null"] * n, [None] * n,
-                    [0.0] * n, [True] * n,
+                    sql.finish, id_list(ids), id_list(leases), ["successful"] * n,
+                    ["null"] * n, [None] * n, [0.0] * n, [True] * n, worker,
                 )  # fmt: skip
             else:
                 await connection.execute(LEAN_FINISH, ids, leases)

@@ -69,7 +69,7 @@ async def test_claim_after_outcomes_also_updates_by_address(database_url: str) -
     try:
         backend = await _queue_of(connection, 20000)
         sql = backend.sql.finish_success_claim_one.replace(":limit", "10")
-        plan = await _plan(connection, sql, [1, 2], [1, 1], "a", uuid4(), 30.0)
+        plan = await _plan(connection, sql, "1,2", "1,1", "a", uuid4(), 30.0)
     finally:
         await connection.close()
     assert "queued_idx" in plan and "Tid Scan" in plan, plan
@@ -88,7 +88,7 @@ async def test_claim_plan_on_a_new_small_table_updates_by_address(
             for sql, args in (
                 (backend.sql.claim_one, ("a", uuid4(), 30.0)),
                 (backend.sql.claim_many, (["a", "b"], uuid4(), 30.0)),
-                (backend.sql.finish_success_claim_one, ([1], [1], "a", uuid4(), 30.0)),
+                (backend.sql.finish_success_claim_one, ("1", "1", "a", uuid4(), 30.0)),
             )
         ]
     finally:

@@ -69,7 +69,7 @@ async def test_only_a_claim_alone_skips_the_wal_flush(database_url: str) -> None
             assert await connection.fetchval("SHOW synchronous_commit") == "on"  # local only
         (job,) = await backend.claim([EntrypointLimit("a")], 1, worker, 30.0)
         async with connection.transaction():
-            await connection.fetch(with_outcomes, [job.id], [job.lease], "a", worker, 30.0)
+            await connection.fetch(with_outcomes, str(job.id), str(job.lease), "a", worker, 30.0)
             assert await connection.fetchval("SHOW synchronous_commit") == "on"
         async with connection.transaction():
             await connection.fetch(backend.sql.enqueue_one, "a", None, 0, "ch")

@@ -7,7 +7,7 @@ comes from :mod:`pgqueuer.sql.queries`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -94,16 +94,26 @@ def _lease_job_id(lease: Lease) -> int:
     return lease.job_id
 
 
-def _id_lease_arrays(outcomes: Sequence[Outcome]) -> tuple[list[JobId], list[int]]:
+def id_list(values: Iterable[int]) -> str:
+    """Job ids or leases as the statements bind them: comma-separated text (see
+    ``_IDS_1`` in sql/queries.py for why not a bigint[])."""
+    return ",".join(map(str, values))
+
+
+def _id_lists(outcomes: Sequence[Outcome]) -> tuple[str, str]:
     outcomes = _by_id(outcomes)
-    return [o.job_id for o in outcomes], [o.lease for o in outcomes]
+    return id_list(o.job_id for o in outcomes), id_list(o.lease for o in outcomes)
 
 
-def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[list[Any], ...]:
+def _rejected_ids(rejected: str | None) -> list[int]:
+    return [int(value) for value in rejected.split(",")] if rejected else []
+
+
+def _finish_arrays(outcomes: Sequence[Outcome]) -> tuple[Any, ...]:
     outcomes = _by_id(outcomes)
     return (
-        [o.job_id for o in outcomes],
-        [o.lease for o in outcomes],
+        id_list(o.job_id for o in outcomes),
+        id_list(o.lease for o in outcomes),
         [o.status for o in outcomes],
         [o.result_json for o in outcomes],
         [o.error.to_json() if o.error else None for o in outcomes],
@@ -528,13 +538,13 @@ class SqlBackend:
         sql = self.sql
         if _plain_successes(outcomes):
             template = sql.finish_success_claim_one if single else sql.finish_success_claim_many
-            args: tuple[Any, ...] = (*_id_lease_arrays(outcomes), *claim_args)
+            args: tuple[Any, ...] = (*_id_lists(outcomes), *claim_args)
         else:
             template = sql.finish_claim_one if single else sql.finish_claim_many
             args = (*_finish_arrays(outcomes), *claim_args)
         # One connection serves everything here (the lease session is the connector).
         rows = await self.connector.fetch(self._lean(template, single, batch_size), *args)
-        rejected = rows[0]["rejected"]
+        rejected = _rejected_ids(rows[0]["rejected"])
         accepted = {o.job_id for o in outcomes}
         if rejected:
             accepted.difference_update(rejected)
@@ -553,7 +563,7 @@ class SqlBackend:
             return set()
         if _plain_successes(outcomes):
             rows = await self.lease_session.fetch(
-                self.sql.finish_success, *_id_lease_arrays(outcomes), worker_id
+                self.sql.finish_success, *_id_lists(outcomes), worker_id
             )
         else:
             rows = await self.lease_session.fetch(
@@ -569,8 +579,8 @@ class SqlBackend:
         leases = sorted(leases, key=_lease_job_id)  # lock order: see _by_id
         rows = await self.lease_session.fetch(
             self.sql.heartbeat,
-            [lease.job_id for lease in leases],
-            [lease.lease for lease in leases],
+            id_list(lease.job_id for lease in leases),
+            id_list(lease.lease for lease in leases),
             float(lease_seconds),
             worker_id,
         )

@@ -383,6 +383,15 @@ SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || e, 0))
 FROM unnest($2::text[]) AS e ORDER BY e
 """
 
+# Outcomes and heartbeats bind their job ids and leases as comma-separated text ('17,18,25';
+# ``id_list`` in backends/sql.py builds it), not as bigint[]: asyncpg has no built-in codec
+# for bigint[] and looks the type up in the catalog on each new connection's first use of it
+# (8.8 ms measured, against 0.5 ms for the first text statement; a 20,000-job drain takes
+# 0.4 s). With 200 ids a round trip takes no longer than with the array (198 against 219 µs,
+# medians of 300). The ids an outcome statement rejects come back as text the same way.
+_IDS_1: Final = "string_to_array($1::text, ',')::bigint[]"
+_IDS_LEASES: Final = _IDS_1 + ",\n            string_to_array($2::text, ',')::bigint[]"
+
 # Outcomes and heartbeats name the worker that claimed the job (``:fence``; NULL skips the
 # check, for callers that are not a worker) on top of the lease: see ``_ASYNC_COMMIT``.
 _WORKER_FENCE: Final = "\n  AND (:fence::uuid IS NULL OR j.queue_manager_id = :fence::uuid)"
@@ -401,7 +410,10 @@ SET status = o.status,
     attempts = CASE WHEN o.count_attempt THEN j.attempts ELSE GREATEST(j.attempts - 1, 0) END,
     queue_manager_id = CASE WHEN o.status = 'queued' THEN NULL ELSE j.queue_manager_id END,
     crashes = 0, cancel_requested = false, lease_expires_at = NULL, updated = now()
-FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::float8[],
+FROM unnest("""
+    + _IDS_LEASES
+    + """,
+            $3::text[], $4::text[], $5::text[], $6::float8[],
             $7::boolean[]) AS o(id, lease, status, result, error, delay, count_attempt)
 WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'"""
     + _WORKER_FENCE
@@ -420,7 +432,9 @@ _FINISH_SUCCESS_UPDATE: Final = (
 UPDATE {jobs} j
 SET status = 'successful', result = NULL, error = NULL, finished_at = now(), crashes = 0,
     cancel_requested = false, lease_expires_at = NULL, updated = now()
-FROM unnest($1::bigint[], $2::bigint[]) AS o(id, lease)
+FROM unnest("""
+    + _IDS_LEASES
+    + """) AS o(id, lease)
 WHERE j.id = o.id AND j.lease = o.lease AND j.status = 'picked'"""
     + _WORKER_FENCE
     + """
@@ -435,12 +449,18 @@ FINISH_SUCCESS: Final = _FINISH_SUCCESS_UPDATE.replace(":fence", "$3")
 # what the outcomes change; they touch different rows (picked ones, queued ones). The
 # outcome ids that did not match (usually none) come back in ``rejected`` on every row; the
 # LEFT JOIN yields one row with a NULL id when nothing was claimed.
-_CLAIM_AFTER: Final = """
+_CLAIM_AFTER: Final = (
+    """
 SELECT r.rejected, c.* FROM (
-    SELECT array_agg(o.id) FILTER (WHERE o.id NOT IN (SELECT id FROM finished)) AS rejected
-    FROM unnest($1::bigint[]) AS o(id)
+    SELECT array_to_string(
+        array_agg(o.id) FILTER (WHERE o.id NOT IN (SELECT id FROM finished)), ','
+    ) AS rejected
+    FROM unnest("""
+    + _IDS_1
+    + """) AS o(id)
 ) r LEFT JOIN claimed c ON true
 """
+)
 
 _AFTER_SUCCESS: Final = "WITH finished AS (" + _FINISH_SUCCESS_UPDATE + "), claimed AS ("
 _AFTER_ANY: Final = "WITH finished AS (" + _FINISH_UPDATE + "), claimed AS ("
@@ -464,7 +484,9 @@ HEARTBEAT: Final = (
     """
 UPDATE {jobs} j
 SET heartbeat = now(), lease_expires_at = now() + make_interval(secs => $3::float8)
-FROM unnest($1::bigint[], $2::bigint[]) AS l(id, lease)
+FROM unnest("""
+    + _IDS_LEASES
+    + """) AS l(id, lease)
 WHERE j.id = l.id AND j.lease = l.lease AND j.status = 'picked'"""
     + _WORKER_FENCE.replace(":fence", "$4")
     + """
