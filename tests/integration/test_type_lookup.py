@@ -24,7 +24,7 @@ async def test_draining_and_heartbeats_look_no_type_up(database_url: str) -> Non
     try:
         backend = SqlBackend(AsyncpgDriver(setup))
         await backend.migrate()
-        await backend.enqueue([NewJob("noop", None) for _ in range(250)], "raise")
+        await backend.enqueue([NewJob("noop", None) for _ in range(2000)], "raise")
     finally:
         await setup.close()
 
@@ -47,7 +47,7 @@ async def test_draining_and_heartbeats_look_no_type_up(database_url: str) -> Non
         )
     finally:
         await connection.close()
-    assert len(ran) == 250
+    assert len(ran) == 2000
     assert report.alive == frozenset()  # the job is finished: its lease is no longer held
     assert any("WITH finished AS" in query for query in sent)  # outcomes rode on claims
     assert any("heartbeat = now()" in query for query in sent)

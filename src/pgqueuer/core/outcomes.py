@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,9 @@ class OutcomeWriter:
         self._backend = backend
         self._worker_id = worker_id  # the fence: only rows this worker claimed are written
         self._pending: list[Outcome] = []
+        # When the oldest pending outcome was added (time.monotonic()); -inf after a failed
+        # write gave outcomes back, so that they go with the next statement.
+        self._pending_since = 0.0
         self._unsettled = 0  # added and not yet written: pending, or in some statement
         # Batches taken for a statement and not settled or given back yet, by identity.
         self._in_statement: dict[int, list[Outcome]] = {}
@@ -85,6 +89,8 @@ class OutcomeWriter:
         self._failure: OutcomeWriteError | None = None
 
     def add(self, outcome: Outcome) -> None:
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.append(outcome)
         self._unsettled += 1
         if self._failure is None:  # after a failure nothing will write it: stay "idle"
@@ -100,6 +106,15 @@ class OutcomeWriter:
     def buffered(self) -> int:
         """Outcomes waiting for a statement (``take`` would return up to this many)."""
         return len(self._pending)
+
+    @property
+    def max_batch(self) -> int:
+        """The most outcomes one statement writes (``take`` returns at most this many)."""
+        return self._max_batch
+
+    def buffered_for(self) -> float:
+        """Seconds the oldest outcome waiting for a statement has waited (0 if none)."""
+        return time.monotonic() - self._pending_since if self._pending else 0.0
 
     def unsettled_leases(self) -> list[Lease]:
         """The leases of every outcome not written yet (buffered or in a statement).
@@ -153,6 +168,7 @@ class OutcomeWriter:
         self._in_statement.pop(id(batch), None)
         if batch:
             self._pending[:0] = batch
+            self._pending_since = float("-inf")
             if self._failure is None:
                 self._has_work.set()
 

@@ -80,13 +80,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 StopReason = Literal["cancel", "release", "lost"]
 
 # On one connection the outcomes ride on a claim's statement, which then waits for its WAL
-# flush (claims alone commit asynchronously): carrying them only once this many have
-# gathered spreads one flush over more jobs. At batch 10, every fourth claim instead of
-# every claim drained 9.6-10.5k -> 12.2-12.3k jobs/s; at batch 100 every second claim,
-# 27.6-28.4k -> 29.4-32.0k. They wait a few claims longer, never longer than the claim
+# flush (claims alone commit asynchronously): carrying them only once the oldest has waited
+# this long (or a statement's worth, the writer's max_batch, has gathered) spreads one flush
+# and one statement over more jobs, as many as the worker finishes meanwhile: ~250 at batch
+# 10, ~500 at batch 100. With a fixed 40 (batch 10) or 200 (batch 100) the 1.x drain ran
+# 20.9k and 48.4k jobs/s. They wait no longer than this, and never longer than the claim
 # loop keeps claiming full batches: it lets the writer go before it waits for anything.
-CARRY_BATCHES = 2
-CARRY_MIN_OUTCOMES = 40
+CARRY_WAIT = 0.010  # seconds
 # Ended runs remembered per slot of local capacity, to recognise a stale re-claim (_start).
 ENDED_MEMORY_PER_SLOT = 4
 ON_FAILURE_VALUES = ("delete", "hold")
@@ -661,7 +661,7 @@ class WorkerRun:
         carry = self.backend.combined_claim and not any(
             e.concurrency_limit > 0 for e in self.entrypoints
         )
-        carry_at = max(CARRY_BATCHES * self.settings.batch_size, CARRY_MIN_OUTCOMES)
+        carry_all = self.writer.max_batch
         while not self.stopping:
             room = self.capacity - len(self.running) - sum(map(len, self.deferred))
             if room <= 0:
@@ -678,7 +678,7 @@ class WorkerRun:
             outcomes: list[Outcome] = []
             if carry and self.entrypoints:
                 self.writer.hold()
-                if self.writer.buffered >= carry_at:
+                if self.writer.buffered >= carry_all or self.writer.buffered_for() >= CARRY_WAIT:
                     outcomes = self.writer.take()
             try:
                 jobs, accepted = await self._claim(want, outcomes)
