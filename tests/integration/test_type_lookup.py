@@ -1,7 +1,8 @@
 """A worker's hot path sends no type lookup: asyncpg looks up in the catalog every type it has
 no built-in codec for (bigint[] among them) on each new connection's first use, which cost a
 20,000-job drain 8.8 ms. Claims, outcomes of successful runs and heartbeats bind ids and
-leases as text instead (sql/queries.py, ``_IDS_1``)."""
+leases as text instead (sql/queries.py, ``_IDS_1``). The worker here keeps to the one
+connection (``second_connection=False``) so that every statement passes its query logger."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ async def test_draining_and_heartbeats_look_no_type_up(database_url: str) -> Non
     connection.add_query_logger(lambda record: sent.append(record.query))
     ran: list[Job] = []
     try:
-        pgq = PgQueuer(AsyncpgDriver(connection))
+        pgq = PgQueuer(AsyncpgDriver(connection, second_connection=False))
 
         @pgq.entrypoint("noop")
         async def noop(job: Job) -> None:

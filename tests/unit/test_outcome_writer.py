@@ -1,9 +1,14 @@
 """The outcome writer's buffer, as the claim loop reads it to decide when outcomes ride on a
-claim (worker.CARRY_WAIT): how long the oldest has waited, and how many one statement takes."""
+claim (worker.CARRY_WAIT): how long the oldest has waited, and how many one statement takes;
+and when a held writer writes by itself (worker.GATHER_WAIT)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+
+import pytest
 
 from pgqueuer.backends.memory import MemoryBackend
 from pgqueuer.core.outcomes import OutcomeWriter
@@ -13,6 +18,12 @@ from pgqueuer.types import JobId
 
 def _outcome(job_id: int) -> Outcome:
     return Outcome(JobId(job_id), 1, "successful")
+
+
+async def _installed() -> MemoryBackend:
+    backend = MemoryBackend()
+    await backend.migrate()
+    return backend
 
 
 async def test_buffered_for_counts_from_the_oldest_pending_outcome() -> None:
@@ -36,3 +47,72 @@ async def test_take_is_bounded_and_given_back_outcomes_go_first_at_once() -> Non
     writer.give_back(batch)  # the statement failed: these are overdue now
     assert writer.buffered == 5 and math.isinf(writer.buffered_for())
     assert [o.job_id for o in writer.take()] == [1, 2, 3]
+
+
+class _Written:
+    """Records each statement the writer sends (through ``on_written``) and when."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[int]]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, batch: list[Outcome], accepted: set[JobId]) -> None:
+        self.batches.append((time.monotonic(), [o.job_id for o in batch]))
+        self.event.set()
+
+    async def next(self, timeout: float) -> None:
+        """Wait for the next statement."""
+        async with asyncio.timeout(timeout):
+            await self.event.wait()
+        self.event.clear()
+
+
+async def test_a_held_writer_writes_nothing_until_released() -> None:
+    written = _Written()
+    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=3)
+    running = asyncio.create_task(writer.run())
+    try:
+        writer.hold()
+        for job_id in range(1, 5):  # more than a statement's worth: still held
+            writer.add(_outcome(job_id))
+        with pytest.raises(TimeoutError):
+            await written.next(timeout=0.2)
+        writer.release()
+        await asyncio.wait_for(writer.wait_idle(), 5.0)
+        assert [ids for _, ids in written.batches] == [[1, 2, 3], [4]]
+    finally:
+        running.cancel()
+
+
+async def test_a_gathering_writer_writes_once_the_oldest_has_waited() -> None:
+    written = _Written()
+    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=100)
+    running = asyncio.create_task(writer.run())
+    try:
+        writer.hold(gather=0.15)
+        added = time.monotonic()
+        writer.add(_outcome(1))
+        writer.add(_outcome(2))
+        await written.next(timeout=5.0)  # never released: the wait alone lets it write
+        (when, ids), *_ = written.batches
+        assert ids == [1, 2]
+        assert when - added >= 0.15
+    finally:
+        running.cancel()
+
+
+async def test_a_gathering_writer_writes_a_full_statement_at_once() -> None:
+    written = _Written()
+    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=3)
+    running = asyncio.create_task(writer.run())
+    try:
+        writer.hold(gather=60.0)
+        writer.add(_outcome(1))
+        for _ in range(5):  # a few turns of the loop: the writer is now waiting to gather
+            await asyncio.sleep(0)
+        writer.add(_outcome(2))
+        writer.add(_outcome(3))
+        await written.next(timeout=5.0)  # long before the minute
+        assert [ids for _, ids in written.batches] == [[1, 2, 3]]
+    finally:
+        running.cancel()

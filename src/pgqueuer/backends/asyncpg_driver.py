@@ -27,8 +27,10 @@ import asyncpg
 import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 
+from pgqueuer.backends.asyncpg_errors import is_unavailable, translate_errors
 from pgqueuer.backends.connector import Row, Session
 from pgqueuer.backends.protocol import LostCallback, Subscription
+from pgqueuer.backends.second_connection import SecondConnection
 from pgqueuer.config import DEFAULT_STATEMENT_TIMEOUT
 from pgqueuer.dsn import describe_target, dsn_password, redact_dsn, scrub
 from pgqueuer.errors import DatabaseUnavailableError
@@ -48,52 +50,6 @@ class ServerUnreachableError(
     and the ``ConnectionRefusedError``/``OSError`` asyncpg itself raises, so every ``except``
     clause written for any of them keeps working.
     """
-
-
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.exceptions.PostgresConnectionError,
-    # Class 57: admin shutdown, crash shutdown, cannot connect now, and 57014: the statement
-    # was cancelled (statement_timeout).
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
-    asyncpg.exceptions.TransactionRollbackError,  # 40001/40P01: serialization, deadlock
-    # Seen on pool connections caught mid-cancellation by a server restart ("cannot switch
-    # to state 12; another operation is in progress"): the pool drops such a connection.
-    asyncpg.exceptions.InternalClientError,
-)
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """True when ``exc`` means "try again later", not "the SQL is wrong".
-
-    That is: the server could not be reached, the connection was lost (asyncpg reports a
-    session killed by ``idle_in_transaction_session_timeout`` as a closed connection with no
-    SQLSTATE), or the server cancelled the statement for a timeout, a lock wait or a
-    deadlock.
-    """
-    if isinstance(exc, _UNAVAILABLE):
-        return True
-    return isinstance(exc, asyncpg.exceptions.InterfaceError) and (
-        "closed" in str(exc) or "another operation is in progress" in str(exc)
-    )
-
-
-@asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Map lost connections, restarts and stalls to :class:`DatabaseUnavailableError`."""
-    try:
-        yield
-    except DatabaseUnavailableError:
-        raise
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise DatabaseUnavailableError(
-                f"database unavailable: {type(exc).__name__}: {exc}",
-                server_sqlstate=getattr(exc, "sqlstate", None),
-            ) from exc
-        raise
 
 
 class _AsyncpgSubscription:
@@ -163,6 +119,11 @@ class AsyncpgDriver:
     The caller owns the connection: ``close()`` leaves it open, and a connection that broke
     cannot be reopened here (use a pool, ``open_pool`` or ``PgQueuer.from_asyncpg_url``, for
     a worker that must survive server restarts). ``statement_timeout`` bounds every call.
+
+    While a worker runs over this driver, its heartbeats and outcome writes go over a second
+    connection to the same server, opened like this one and closed when the worker stops
+    (:class:`~pgqueuer.backends.second_connection.SecondConnection`); with
+    ``second_connection=False``, or when it cannot be opened, everything shares this one.
     """
 
     def __init__(
@@ -170,11 +131,13 @@ class AsyncpgDriver:
         connection: asyncpg.Connection,
         *,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        second_connection: bool = True,
     ) -> None:
         self.connection = connection
         self.lock = asyncio.Lock()
         self.statement_timeout = statement_timeout
         self._session = _ConnectionSession(connection, statement_timeout)
+        self._second = SecondConnection(self) if second_connection else None
 
     @property
     def _connection(self) -> asyncpg.Connection:
@@ -195,8 +158,9 @@ class AsyncpgDriver:
             yield self._session
 
     def reserved(self) -> Session:
-        """One connection serves everything here: heartbeats share it (and its lock)."""
-        return self
+        """The worker's second connection (it is this one until a worker opens it), or this
+        connection itself with ``second_connection=False``."""
+        return self._second if self._second is not None else self
 
     async def listen(
         self,

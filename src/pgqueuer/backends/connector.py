@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pgqueuer.backends.protocol import LostCallback, Subscription
 
@@ -48,6 +48,17 @@ class Connector(Session, Protocol):
     ) -> Subscription: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class OnDemandSession(Session, Protocol):
+    """A ``reserved()`` session that is a connection of its own only while a worker holds
+    it open (``while_running``), and the connector itself otherwise."""
+
+    @property
+    def separate(self) -> bool: ...
+
+    def while_running(self) -> AbstractAsyncContextManager[None]: ...
 
 
 def is_unique_violation(exc: BaseException) -> bool:

@@ -15,10 +15,12 @@ entries made stale by a later change are skipped when popped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -422,6 +424,10 @@ class MemoryBackend:
 
     #: No round trips to save, but the worker's combined path is worth exercising here too.
     combined_claim = True
+
+    def worker_connections(self) -> AbstractAsyncContextManager[None]:
+        """No connections: nothing to hold."""
+        return contextlib.nullcontext()
 
     async def claim_and_finish(
         self,

@@ -25,6 +25,7 @@ now        Always the store's clock (database ``now()``), never the worker's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 from uuid import UUID
@@ -76,9 +77,17 @@ class Subscription(Protocol):
 class QueueBackend(Protocol):
     """Operations on the job store. All methods are safe to call concurrently."""
 
-    #: True when ``claim_and_finish`` records the outcomes in the claim's own round trip (one
-    #: connection serves everything): the worker then hands its outcomes to its next claim.
-    combined_claim: bool
+    @property
+    def combined_claim(self) -> bool:
+        """True when ``claim_and_finish`` records the outcomes in the claim's own round trip
+        (one connection serves everything): the worker then hands its outcomes to its next
+        claim. Read it inside :meth:`worker_connections`: that may change it."""
+        ...
+
+    def worker_connections(self) -> AbstractAsyncContextManager[None]:
+        """Hold, for one worker's run, the connections the backend opens only for workers
+        (a second one for heartbeats and outcomes, beside a caller's single connection)."""
+        ...
 
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:

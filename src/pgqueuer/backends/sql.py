@@ -6,15 +6,23 @@ comes from :mod:`pgqueuer.sql.queries`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from pgqueuer.backends.claimed import ClaimedJobs, claim_order
-from pgqueuer.backends.connector import Connector, Row, Session, is_unique_violation
+from pgqueuer.backends.connector import (
+    Connector,
+    OnDemandSession,
+    Row,
+    Session,
+    is_unique_violation,
+)
 from pgqueuer.backends.protocol import (
     CANCEL_NOTICE,
     LostCallback,
@@ -328,10 +336,20 @@ class SqlBackend:
         # Heartbeats and outcome writes keep leases alive: they run on a connection that
         # handlers and claims cannot occupy, when the driver has one.
         self.lease_session: Session = connector.reserved()
-        # One connection for everything: outcomes can ride on the next claim's statement.
-        self.combined_claim = self.lease_session is connector
         # Lean claim statements by (template, one entrypoint?, batch size): queries.CLAIM_ONE.
         self._claim_statements: dict[tuple[str, bool, int], str] = {}
+
+    @property
+    def combined_claim(self) -> bool:
+        """One connection for everything: outcomes can ride on the next claim's statement."""
+        if isinstance(self.lease_session, OnDemandSession):
+            return not self.lease_session.separate
+        return self.lease_session is self.connector
+
+    def worker_connections(self) -> AbstractAsyncContextManager[None]:
+        if isinstance(self.lease_session, OnDemandSession):
+            return self.lease_session.while_running()
+        return contextlib.nullcontext()
 
     # ---- schema -------------------------------------------------------------------------
     async def migrate(self) -> list[int]:

@@ -56,6 +56,9 @@ class OutcomeWriter:
     The claim loop may also carry outcomes in its own statement (``take``, then ``settle``
     or ``give_back``): while it claims batch after batch it ``hold``s the writer, and it
     ``release``s it before it waits for anything, so no outcome waits longer than a claim.
+    When the writer has a connection of its own, the claim loop holds it only to gather:
+    ``hold(gather=s)`` lets it write once the oldest outcome has waited ``s`` seconds or a
+    statement's worth (``max_batch``) is pending.
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class OutcomeWriter:
         # Batches taken for a statement and not settled or given back yet, by identity.
         self._in_statement: dict[int, list[Outcome]] = {}
         self._has_work = asyncio.Event()
+        self._full = asyncio.Event()  # max_batch outcomes pending (wakes a gathering writer)
         self._may_write = asyncio.Event()
         self._may_write.set()
+        self._gather: float | None = None  # while held: write after this long (None: never)
         self._idle = asyncio.Event()
         self._idle.set()
         self._on_written = on_written
@@ -96,6 +101,8 @@ class OutcomeWriter:
         if self._failure is None:  # after a failure nothing will write it: stay "idle"
             self._idle.clear()
             self._has_work.set()
+            if len(self._pending) == self._max_batch and self._gather is not None:
+                self._full.set()  # a gathering writer need not wait any longer
 
     @property
     def pending(self) -> int:
@@ -136,8 +143,11 @@ class OutcomeWriter:
             raise self._failure
 
     # ---- outcomes carried by someone else's statement -----------------------------------
-    def hold(self) -> None:
-        """Leave the pending outcomes to the caller's next ``take``."""
+    def hold(self, gather: float | None = None) -> None:
+        """Leave the pending outcomes to the caller's next ``take``; with ``gather``, write
+        them anyway once the oldest has waited that many seconds or ``max_batch`` are
+        pending."""
+        self._gather = gather
         self._may_write.clear()
 
     def release(self) -> None:
@@ -187,10 +197,32 @@ class OutcomeWriter:
             self._idle.set()  # wakes every waiter: wait_idle raises the failure
             raise self._failure from exc
 
+    async def _writable(self) -> None:
+        """Return when pending outcomes may be written: released, or held to gather and the
+        oldest has waited long enough (or a statement's worth is pending)."""
+        while not self._may_write.is_set():
+            gather = self._gather
+            if gather is None:
+                await self._may_write.wait()
+                continue
+            left = gather - self.buffered_for()
+            if left <= 0 or len(self._pending) >= self._max_batch:
+                return
+            self._full.clear()
+            waits = [
+                asyncio.ensure_future(self._may_write.wait()),
+                asyncio.ensure_future(self._full.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
     async def _write_forever(self) -> None:
         while True:
             await self._has_work.wait()
-            await self._may_write.wait()
+            await self._writable()
             batch = self.take()
             if not batch:
                 continue  # a claim took them while we waited

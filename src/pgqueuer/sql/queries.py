@@ -653,6 +653,13 @@ LIMIT $1::integer
 
 NOW: Final = "SELECT now() AS now"
 
+# Who a connection acts as: a worker's second connection (backends/second_connection.py)
+# must name the same role and resolve unqualified table names the same way as the first.
+SESSION_IDENTITY: Final = """
+SELECT current_user::text AS role, current_setting('search_path') AS search_path,
+       current_setting('application_name') AS application_name
+"""
+
 # ---- schedules ----------------------------------------------------------------------------
 
 SCHEDULE_COLUMNS: Final = """

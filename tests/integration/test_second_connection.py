@@ -1,0 +1,137 @@
+"""A worker over ``AsyncpgDriver(conn)`` writes heartbeats and outcomes on a second
+connection of its own while it runs (backends/second_connection.py): opened as the same
+session, closed when the worker stops, and given up for the caller's connection when it
+would not be the same session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from pgqueuer import PgQueuer
+from pgqueuer.backends.asyncpg_driver import AsyncpgDriver
+from pgqueuer.backends.second_connection import APPLICATION_SUFFIX
+from pgqueuer.backends.sql import SqlBackend
+from pgqueuer.config import DatabaseNames
+from pgqueuer.models import Job, NewJob
+from pgqueuer.types import QueueExecutionMode
+
+pytestmark = pytest.mark.postgres
+
+LEASE_BACKENDS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name LIKE '%' || $1::text
+"""
+
+
+async def _lease_backends(connection: asyncpg.Connection) -> int:
+    count: int = await connection.fetchval(LEASE_BACKENDS, APPLICATION_SUFFIX)
+    return count
+
+
+async def _wait_for_lease_backends(observer: asyncpg.Connection, expected: int) -> int:
+    """The count once it equals ``expected``, or whatever it is after 10 s."""
+    deadline = time.monotonic() + 10.0
+    count = await _lease_backends(observer)
+    while count != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        count = await _lease_backends(observer)
+    return count
+
+
+async def _drain(
+    connection: asyncpg.Connection, observer: asyncpg.Connection, prefix: str = ""
+) -> list[int]:
+    """Drain every queued "noop" job over ``connection``; the lease backends seen by each
+    handler."""
+    seen: list[int] = []
+    observing = asyncio.Lock()  # handlers run concurrently; the observer is one connection
+    pgq = PgQueuer(AsyncpgDriver(connection), prefix=prefix)
+
+    @pgq.entrypoint("noop")
+    async def noop(job: Job) -> None:
+        async with observing:
+            seen.append(await _lease_backends(observer))
+
+    await pgq.run(
+        mode=QueueExecutionMode.drain, batch_size=10, dequeue_timeout=timedelta(seconds=1)
+    )
+    return seen
+
+
+async def _statuses(connection: asyncpg.Connection, table: str = "pgqueuer") -> dict[str, int]:
+    rows = await connection.fetch(f"SELECT status, count(*) AS n FROM {table} GROUP BY status")
+    return {row["status"]: row["n"] for row in rows}
+
+
+async def test_outcomes_go_over_a_second_connection_for_the_run(database_url: str) -> None:
+    observer = await asyncpg.connect(database_url)
+    connection = await asyncpg.connect(database_url)
+    sent: list[str] = []
+    connection.add_query_logger(lambda record: sent.append(record.query))
+    try:
+        await SqlBackend(AsyncpgDriver(observer)).enqueue(
+            [NewJob("noop", None) for _ in range(300)], "raise"
+        )
+        seen = await _drain(connection, observer)
+        assert await _statuses(observer) == {"successful": 300}
+        assert set(seen) == {1}  # one second connection while the jobs ran
+        # The worker's own connection only claimed: the outcomes went over the other one.
+        assert not [q for q in sent if "status = 'successful'" in q or "WITH finished" in q]
+        assert await _wait_for_lease_backends(observer, 0) == 0  # closed when run() returned
+    finally:
+        await connection.close()
+        await observer.close()
+
+
+async def test_the_second_connection_resolves_names_like_the_first(database_url: str) -> None:
+    """Tables named without a schema are found through the caller's ``search_path``, which
+    the second connection copies (it was set on the session, not in the URL)."""
+    schema = f"s_{uuid.uuid4().hex[:8]}"
+    observer = await asyncpg.connect(database_url)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await observer.execute(f"CREATE SCHEMA {schema}")
+        await connection.execute(f"SET search_path TO {schema}")
+        backend = SqlBackend(AsyncpgDriver(connection), DatabaseNames(prefix="sp_"))
+        await backend.migrate()
+        await backend.enqueue([NewJob("noop", None) for _ in range(50)], "raise")
+        seen = await _drain(connection, observer, prefix="sp_")
+        assert len(seen) == 50
+        assert set(seen) == {1}  # not given up: the second connection found the tables
+        assert await _statuses(observer, f"{schema}.sp_pgqueuer") == {"successful": 50}
+    finally:
+        await connection.close()
+        await observer.close()
+
+
+async def test_another_role_keeps_everything_on_the_callers_connection(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After ``SET ROLE`` a new connection would act as someone else: the worker gives the
+    second connection up, says so, and records every outcome over the caller's."""
+    role = f"pgq_role_{uuid.uuid4().hex[:8]}"
+    observer = await asyncpg.connect(database_url)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await observer.execute(f"CREATE ROLE {role} SUPERUSER")
+        await connection.execute(f"SET ROLE {role}")
+        await SqlBackend(AsyncpgDriver(observer)).enqueue(
+            [NewJob("noop", None) for _ in range(100)], "raise"
+        )
+        with caplog.at_level(logging.INFO, logger="pgqueuer.driver"):
+            seen = await _drain(connection, observer)
+        assert await _statuses(observer) == {"successful": 100}
+        assert set(seen) == {0}
+        assert "share the worker's connection" in caplog.text
+        assert role in caplog.text  # the message names what differed
+    finally:
+        await connection.close()
+        await observer.execute(f"DROP ROLE IF EXISTS {role}")
+        await observer.close()
