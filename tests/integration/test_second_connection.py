@@ -135,3 +135,45 @@ async def test_another_role_keeps_everything_on_the_callers_connection(
         await connection.close()
         await observer.execute(f"DROP ROLE IF EXISTS {role}")
         await observer.close()
+
+
+async def test_a_lost_second_connection_is_reopened_and_no_outcome_is_lost(
+    database_url: str,
+) -> None:
+    """The server ends the second connection mid-drain (as an administrator or a restart of
+    a pooler would): the worker opens a new one and records every outcome."""
+    observer = await asyncpg.connect(database_url)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await SqlBackend(AsyncpgDriver(observer)).enqueue(
+            [NewJob("noop", None) for _ in range(3000)], "raise"
+        )
+        terminated: list[bool] = []
+        ran = 0
+        pgq = PgQueuer(AsyncpgDriver(connection))
+
+        @pgq.entrypoint("noop")
+        async def noop(job: Job) -> None:
+            nonlocal ran
+            ran += 1
+            if ran in (1000, 2000):  # twice: the reopened connection is replaced too
+                # The writer reopens it on its next statement: wait for that, then end it.
+                await _wait_for_lease_backends(observer, 1)
+                terminated.append(
+                    await observer.fetchval(
+                        "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() "
+                        "AND application_name LIKE '%' || $1::text",
+                        APPLICATION_SUFFIX,
+                    )
+                )
+
+        await pgq.run(
+            mode=QueueExecutionMode.drain, batch_size=50, dequeue_timeout=timedelta(seconds=1)
+        )
+        assert terminated == [True, True]
+        assert await _statuses(observer) == {"successful": 3000}
+        assert ran == 3000  # nothing ran twice: no lease expired, no job was given back
+    finally:
+        await connection.close()
+        await observer.close()
