@@ -1,7 +1,7 @@
-"""A worker over ``AsyncpgDriver(conn)`` writes heartbeats and outcomes on a second
-connection of its own while it runs (backends/second_connection.py): opened as the same
-session, closed when the worker stops, and given up for the caller's connection when it
-would not be the same session."""
+"""A worker over ``AsyncpgDriver(conn)`` or ``PsycopgDriver(conn)`` writes heartbeats and
+outcomes on a second connection of its own while it runs (backends/second_connection.py):
+opened as the same session, closed when the worker stops, reopened when it is lost, and given
+up for the caller's connection when it would not be the same session."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
+import psycopg
 import pytest
 
 from pgqueuer import PgQueuer
 from pgqueuer.backends.asyncpg_driver import AsyncpgDriver
+from pgqueuer.backends.psycopg_driver import PsycopgDriver
 from pgqueuer.backends.second_connection import APPLICATION_SUFFIX
 from pgqueuer.backends.sql import SqlBackend
 from pgqueuer.config import DatabaseNames
@@ -28,6 +33,35 @@ LEASE_BACKENDS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name LIKE '%' || $1::text
 """
+
+
+@dataclass
+class WorkerConnection:
+    """The caller's one connection, of either driver, and the driver over it."""
+
+    raw: Any
+    kind: str
+
+    def driver(self) -> AsyncpgDriver | PsycopgDriver:
+        return AsyncpgDriver(self.raw) if self.kind == "asyncpg" else PsycopgDriver(self.raw)
+
+    async def set(self, statement: str) -> None:
+        """Run a session statement (SET ...) on the caller's connection."""
+        await self.raw.execute(statement)
+
+
+@pytest.fixture(params=["asyncpg", "psycopg"])
+async def worker_connection(
+    request: pytest.FixtureRequest, database_url: str
+) -> AsyncIterator[WorkerConnection]:
+    if request.param == "asyncpg":
+        raw: Any = await asyncpg.connect(database_url)
+    else:
+        raw = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    try:
+        yield WorkerConnection(raw, request.param)
+    finally:
+        await raw.close()
 
 
 async def _lease_backends(connection: asyncpg.Connection) -> int:
@@ -46,13 +80,13 @@ async def _wait_for_lease_backends(observer: asyncpg.Connection, expected: int) 
 
 
 async def _drain(
-    connection: asyncpg.Connection, observer: asyncpg.Connection, prefix: str = ""
+    connection: WorkerConnection, observer: asyncpg.Connection, prefix: str = ""
 ) -> list[int]:
     """Drain every queued "noop" job over ``connection``; the lease backends seen by each
     handler."""
     seen: list[int] = []
     observing = asyncio.Lock()  # handlers run concurrently; the observer is one connection
-    pgq = PgQueuer(AsyncpgDriver(connection), prefix=prefix)
+    pgq = PgQueuer(connection.driver(), prefix=prefix)
 
     @pgq.entrypoint("noop")
     async def noop(job: Job) -> None:
@@ -70,87 +104,86 @@ async def _statuses(connection: asyncpg.Connection, table: str = "pgqueuer") -> 
     return {row["status"]: row["n"] for row in rows}
 
 
-async def test_outcomes_go_over_a_second_connection_for_the_run(database_url: str) -> None:
+async def test_outcomes_go_over_a_second_connection_for_the_run(
+    database_url: str, worker_connection: WorkerConnection
+) -> None:
     observer = await asyncpg.connect(database_url)
-    connection = await asyncpg.connect(database_url)
     sent: list[str] = []
-    connection.add_query_logger(lambda record: sent.append(record.query))
+    if worker_connection.kind == "asyncpg":
+        worker_connection.raw.add_query_logger(lambda record: sent.append(record.query))
     try:
         await SqlBackend(AsyncpgDriver(observer)).enqueue(
             [NewJob("noop", None) for _ in range(300)], "raise"
         )
-        seen = await _drain(connection, observer)
+        seen = await _drain(worker_connection, observer)
         assert await _statuses(observer) == {"successful": 300}
         assert set(seen) == {1}  # one second connection while the jobs ran
         # The worker's own connection only claimed: the outcomes went over the other one.
         assert not [q for q in sent if "status = 'successful'" in q or "WITH finished" in q]
         assert await _wait_for_lease_backends(observer, 0) == 0  # closed when run() returned
     finally:
-        await connection.close()
         await observer.close()
 
 
-async def test_the_second_connection_resolves_names_like_the_first(database_url: str) -> None:
+async def test_the_second_connection_resolves_names_like_the_first(
+    database_url: str, worker_connection: WorkerConnection
+) -> None:
     """Tables named without a schema are found through the caller's ``search_path``, which
     the second connection copies (it was set on the session, not in the URL)."""
     schema = f"s_{uuid.uuid4().hex[:8]}"
     observer = await asyncpg.connect(database_url)
-    connection = await asyncpg.connect(database_url)
     try:
         await observer.execute(f"CREATE SCHEMA {schema}")
-        await connection.execute(f"SET search_path TO {schema}")
-        backend = SqlBackend(AsyncpgDriver(connection), DatabaseNames(prefix="sp_"))
+        await worker_connection.set(f"SET search_path TO {schema}")
+        backend = SqlBackend(worker_connection.driver(), DatabaseNames(prefix="sp_"))
         await backend.migrate()
         await backend.enqueue([NewJob("noop", None) for _ in range(50)], "raise")
-        seen = await _drain(connection, observer, prefix="sp_")
+        seen = await _drain(worker_connection, observer, prefix="sp_")
         assert len(seen) == 50
         assert set(seen) == {1}  # not given up: the second connection found the tables
         assert await _statuses(observer, f"{schema}.sp_pgqueuer") == {"successful": 50}
     finally:
-        await connection.close()
         await observer.close()
 
 
 async def test_another_role_keeps_everything_on_the_callers_connection(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    database_url: str, worker_connection: WorkerConnection, caplog: pytest.LogCaptureFixture
 ) -> None:
     """After ``SET ROLE`` a new connection would act as someone else: the worker gives the
     second connection up, says so, and records every outcome over the caller's."""
     role = f"pgq_role_{uuid.uuid4().hex[:8]}"
     observer = await asyncpg.connect(database_url)
-    connection = await asyncpg.connect(database_url)
     try:
         await observer.execute(f"CREATE ROLE {role} SUPERUSER")
-        await connection.execute(f"SET ROLE {role}")
+        await worker_connection.set(f"SET ROLE {role}")
         await SqlBackend(AsyncpgDriver(observer)).enqueue(
             [NewJob("noop", None) for _ in range(100)], "raise"
         )
         with caplog.at_level(logging.INFO, logger="pgqueuer.driver"):
-            seen = await _drain(connection, observer)
+            seen = await _drain(worker_connection, observer)
         assert await _statuses(observer) == {"successful": 100}
         assert set(seen) == {0}
         assert "share the worker's connection" in caplog.text
         assert role in caplog.text  # the message names what differed
     finally:
-        await connection.close()
+        await worker_connection.set("RESET ROLE")
         await observer.execute(f"DROP ROLE IF EXISTS {role}")
         await observer.close()
 
 
 async def test_a_lost_second_connection_is_reopened_and_no_outcome_is_lost(
-    database_url: str,
+    database_url: str, worker_connection: WorkerConnection
 ) -> None:
     """The server ends the second connection mid-drain (as an administrator or a restart of
     a pooler would): the worker opens a new one and records every outcome."""
     observer = await asyncpg.connect(database_url)
-    connection = await asyncpg.connect(database_url)
     try:
         await SqlBackend(AsyncpgDriver(observer)).enqueue(
             [NewJob("noop", None) for _ in range(3000)], "raise"
         )
         terminated: list[bool] = []
         ran = 0
-        pgq = PgQueuer(AsyncpgDriver(connection))
+        pgq = PgQueuer(worker_connection.driver())
 
         @pgq.entrypoint("noop")
         async def noop(job: Job) -> None:
@@ -175,5 +208,4 @@ async def test_a_lost_second_connection_is_reopened_and_no_outcome_is_lost(
         assert await _statuses(observer) == {"successful": 3000}
         assert ran == 3000  # nothing ran twice: no lease expired, no job was given back
     finally:
-        await connection.close()
         await observer.close()

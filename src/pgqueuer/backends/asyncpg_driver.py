@@ -28,9 +28,9 @@ import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 
 from pgqueuer.backends.asyncpg_errors import is_unavailable, translate_errors
+from pgqueuer.backends.asyncpg_second import AsyncpgSecondConnection
 from pgqueuer.backends.connector import Row, Session
 from pgqueuer.backends.protocol import LostCallback, Subscription
-from pgqueuer.backends.second_connection import SecondConnection
 from pgqueuer.config import DEFAULT_STATEMENT_TIMEOUT
 from pgqueuer.dsn import describe_target, dsn_password, redact_dsn, scrub
 from pgqueuer.errors import DatabaseUnavailableError
@@ -137,7 +137,7 @@ class AsyncpgDriver:
         self.lock = asyncio.Lock()
         self.statement_timeout = statement_timeout
         self._session = _ConnectionSession(connection, statement_timeout)
-        self._second = SecondConnection(self) if second_connection else None
+        self._second = AsyncpgSecondConnection(self, connection) if second_connection else None
 
     @property
     def _connection(self) -> asyncpg.Connection:

@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 
 from pgqueuer.backends.connector import Row, Session
 from pgqueuer.backends.protocol import LostCallback, Subscription
+from pgqueuer.backends.second_connection import SecondConnection
 from pgqueuer.config import DEFAULT_STATEMENT_TIMEOUT
 from pgqueuer.errors import AutocommitRequiredError, DatabaseUnavailableError
 
@@ -80,13 +81,20 @@ class _PsycopgSubscription:
 
 
 class PsycopgDriver:
-    """One psycopg ``AsyncConnection`` (autocommit) shared by every role, on a lock."""
+    """One psycopg ``AsyncConnection`` (autocommit) shared by every role, on a lock.
+
+    While a worker runs over this driver, its heartbeats and outcome writes go over a second
+    connection opened with the same parameters and closed when the worker stops
+    (:class:`PsycopgSecondConnection`); with ``second_connection=False``, or when it cannot
+    be opened as the same session, everything shares this one.
+    """
 
     def __init__(
         self,
         connection: psycopg.AsyncConnection[Any],
         *,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        second_connection: bool = True,
     ) -> None:
         if not connection.autocommit:
             raise AutocommitRequiredError(
@@ -101,6 +109,7 @@ class PsycopgDriver:
         self._current = connection
         self._replacement: psycopg.AsyncConnection[Any] | None = None
         self._needs_new = False
+        self._second = PsycopgSecondConnection(self) if second_connection else None
 
     @property
     def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -155,8 +164,9 @@ class PsycopgDriver:
             yield session
 
     def reserved(self) -> Session:
-        """One connection serves everything here: heartbeats share it (and its lock)."""
-        return self
+        """The worker's second connection (it is this one until a worker opens it), or this
+        connection itself with ``second_connection=False``."""
+        return self._second if self._second is not None else self
 
     async def listen(
         self,
@@ -221,3 +231,41 @@ class SyncPsycopgDriver:
             raise DatabaseUnavailableError(
                 f"database unavailable: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+class PsycopgSecondConnection(SecondConnection[psycopg.AsyncConnection[Any]]):
+    """The second connection beside ``PsycopgDriver(conn)``: opened like the driver's
+    replacements (the caller's DSN and password, autocommit)."""
+
+    def __init__(self, driver: PsycopgDriver) -> None:
+        super().__init__(driver)
+        self._owner = driver
+
+    async def _connect_like_callers(self) -> psycopg.AsyncConnection[Any]:
+        return await self._owner._open()
+
+    async def _fetch_on(
+        self, connection: psycopg.AsyncConnection[Any], sql: str, *args: Any
+    ) -> Sequence[Row]:
+        async with asyncio.timeout(self._owner.statement_timeout):
+            return await _CursorSession(connection).fetch(sql, *args)
+
+    def _translated(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return translate_errors()
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, TimeoutError | psycopg.OperationalError | OSError)
+
+    def _is_closed(self, connection: psycopg.AsyncConnection[Any]) -> bool:
+        return connection.closed or connection.broken
+
+    def _drop(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        with contextlib.suppress(Exception):
+            connection.pgconn.finish()
+
+    async def _close_gracefully(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        await connection.close()
+
+    def _secrets(self) -> list[str]:
+        password = self._owner._password
+        return [password] if isinstance(password, str) and password else []

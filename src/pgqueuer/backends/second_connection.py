@@ -1,39 +1,34 @@
-"""A running worker's second connection beside a caller's single asyncpg connection.
+"""A running worker's second connection beside a caller's single connection.
 
-``AsyncpgDriver(conn)`` (the pgqueuer 1.x way to build a worker) hands us one connection.
-Claims, heartbeats and outcome writes then take turns on it, and the server runs them one
-after another on one backend process. While a worker runs, :class:`SecondConnection` opens
-one more connection to the same server, as the same session (same role, ``search_path``),
-for the worker's heartbeats and outcome writes: the server records a batch of outcomes on
-one core while the next claims run on the other. On one 2-core host this drained 20,000
-jobs at batch 100 at ~1.2x the rate of the single connection (benchmarks/RESULTS.md,
-session 16).
+``AsyncpgDriver(conn)`` and ``PsycopgDriver(conn)`` (the pgqueuer 1.x ways to build a
+worker) hand us one connection. Claims, heartbeats and outcome writes then take turns on it,
+and the server runs them one after another on one backend process. While a worker runs,
+:class:`SecondConnection` opens one more connection to the same server, as the same session
+(same role; the caller's ``search_path`` and ``application_name`` copied), for the worker's
+heartbeats and outcome writes: the server records a batch of outcomes on one core while the
+next claims run on the other, and a handler using the caller's connection cannot delay a
+heartbeat. On one 2-core host the 1.x drain at batch 100 ran ~9 % faster this way
+(benchmarks/RESULTS.md, session 16).
 
 It is opened when a worker starts (:meth:`SecondConnection.while_running`) and closed when
-the last running worker stops. When it cannot be opened, or would not be the same session,
-or breaks and cannot be reopened, everything goes back to the caller's connection, as with
-``AsyncpgDriver(conn, second_connection=False)``; that is logged once at INFO, not raised.
+the last running worker stops. When it cannot be opened, or would act as another role, or
+breaks and cannot be reopened, everything goes back to the caller's connection, as with
+``second_connection=False``; that is logged once at INFO, not raised. Each driver supplies
+how to open a connection like the caller's and how to run a statement on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Generic, Protocol, TypeVar
 
-import asyncpg
-from asyncpg import connect_utils
-from asyncpg.pool import PoolConnectionProxy
-
-from pgqueuer.backends.asyncpg_errors import is_unavailable, translate_errors
 from pgqueuer.backends.connector import Row
 from pgqueuer.dsn import scrub
-from pgqueuer.sql.queries import SESSION_IDENTITY
-
-if TYPE_CHECKING:
-    from pgqueuer.backends.asyncpg_driver import AsyncpgDriver
+from pgqueuer.sql.queries import ADOPT_SESSION, SESSION_IDENTITY
 
 logger = logging.getLogger("pgqueuer.driver")
 
@@ -42,22 +37,63 @@ logger = logging.getLogger("pgqueuer.driver")
 APPLICATION_SUFFIX = "pgqueuer-leases"
 CLOSE_TIMEOUT = 5.0  # seconds; then the socket is dropped without the goodbye
 
+C = TypeVar("C")  # a driver's connection type
+
 
 class SessionMismatchError(Exception):
     """The second connection would not act as the caller's session (another role)."""
 
 
-class SecondConnection:
+class SingleConnectionDriver(Protocol):
+    """What the second connection needs of the driver over the caller's connection."""
+
+    statement_timeout: float | None
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]: ...
+
+
+class SecondConnection(ABC, Generic[C]):
     """Heartbeats and outcome writes: on a connection of their own while a worker runs,
     else on the caller's connection (the driver, under its lock)."""
 
-    def __init__(self, driver: AsyncpgDriver) -> None:
+    def __init__(self, driver: SingleConnectionDriver) -> None:
         self._driver = driver
-        self._connection: asyncpg.Connection | None = None
+        self._connection: C | None = None
         self._lock = asyncio.Lock()
         self._runs = 0  # workers running now (each opened it through while_running)
         self._given_up = False  # it failed once: the caller's connection serves, for good
 
+    # ---- what each driver supplies ------------------------------------------------------
+    @abstractmethod
+    async def _connect_like_callers(self) -> C:
+        """A new connection with the caller's connection parameters."""
+
+    @abstractmethod
+    async def _fetch_on(self, connection: C, sql: str, *args: Any) -> Sequence[Row]:
+        """Run one statement on ``connection`` (with the driver's statement timeout)."""
+
+    @abstractmethod
+    def _translated(self) -> AbstractAsyncContextManager[None]:
+        """The driver's mapping of lost connections and timeouts to DatabaseUnavailableError."""
+
+    @abstractmethod
+    def _is_unavailable(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def _is_closed(self, connection: C) -> bool: ...
+
+    @abstractmethod
+    def _drop(self, connection: C) -> None:
+        """Close without the goodbye round trip (the socket may be stalled)."""
+
+    @abstractmethod
+    async def _close_gracefully(self, connection: C) -> None: ...
+
+    def _secrets(self) -> list[str]:
+        """Strings that must not appear in a log line (the password)."""
+        return []
+
+    # ---- the Session and the run --------------------------------------------------------
     @property
     def separate(self) -> bool:
         """Statements run on a connection other than the caller's (outcomes cannot ride on
@@ -86,14 +122,11 @@ class SecondConnection:
             connection = await self._ensure_open()
         if connection is None:
             return await self._driver.fetch(sql, *args)
-        async with translate_errors(), self._lock:
+        async with self._translated(), self._lock:
             try:
-                rows: Sequence[Row] = await connection.fetch(
-                    sql, *args, timeout=self._driver.statement_timeout
-                )
-                return rows
+                return await self._fetch_on(connection, sql, *args)
             except Exception as exc:
-                if is_unavailable(exc):
+                if self._is_unavailable(exc):
                     self._discard(connection)  # reopened (or given up) on the next statement
                 raise
 
@@ -101,11 +134,11 @@ class SecondConnection:
         await self.fetch(sql, *args)
 
     # ---- the connection itself -----------------------------------------------------------
-    async def _ensure_open(self) -> asyncpg.Connection | None:
+    async def _ensure_open(self) -> C | None:
         """The open connection; opened (or reopened) now if needed. ``None`` once given up."""
         if self._given_up:
             return None
-        if self._connection is not None and not self._connection.is_closed():
+        if self._connection is not None and not self._is_closed(self._connection):
             return self._connection
         try:
             self._connection = await self._open()
@@ -120,32 +153,17 @@ class SecondConnection:
             return None
         return self._connection
 
-    async def _open(self) -> asyncpg.Connection:
-        main: Any = self._driver.connection
-        if isinstance(main, PoolConnectionProxy):
-            main = cast(Any, main)._con  # the pooled connection behind the proxy
+    async def _open(self) -> C:
         (mine,) = await self._driver.fetch(SESSION_IDENTITY)
-        settings = dict(main._params.server_settings or {})
-        settings["search_path"] = mine["search_path"]
-        settings["application_name"] = f"{mine['application_name']} {APPLICATION_SUFFIX}".strip()
-        # asyncpg has no public way to open a connection like an open one: the same address,
-        # parameters and configuration, of which only the server settings change here. In a
-        # version where these names are gone this raises, and the caller's connection serves.
-        opening: Any = connect_utils._connect_addr(  # type: ignore[attr-defined]
-            addr=main._addr,
-            loop=asyncio.get_running_loop(),
-            params=main._params._replace(server_settings=settings),
-            config=main._config,
-            connection_class=type(main),
-            record_class=main._protocol.get_record_class(),
-        )
-        connection: asyncpg.Connection = await asyncio.wait_for(
-            opening, timeout=self._driver.statement_timeout
-        )
+        connection = await self._connect_like_callers()
         try:
-            (theirs,) = await connection.fetch(
-                SESSION_IDENTITY, timeout=self._driver.statement_timeout
+            await self._fetch_on(
+                connection,
+                ADOPT_SESSION,
+                mine["search_path"],
+                f"{mine['application_name']} {APPLICATION_SUFFIX}".strip(),
             )
+            (theirs,) = await self._fetch_on(connection, SESSION_IDENTITY)
             if theirs["role"] != mine["role"] or theirs["search_path"] != mine["search_path"]:
                 raise SessionMismatchError(
                     f"it would run as role {theirs['role']!r} with search_path "
@@ -153,24 +171,20 @@ class SecondConnection:
                     f"with {mine['search_path']!r}"
                 )
         except BaseException:
-            connection.terminate()
+            self._drop(connection)
             raise
         return connection
 
-    def _secrets(self) -> list[str]:
-        password = getattr(getattr(self._driver.connection, "_params", None), "password", None)
-        return [password] if isinstance(password, str) else []
-
-    def _discard(self, connection: asyncpg.Connection) -> None:
+    def _discard(self, connection: C) -> None:
         if self._connection is connection:
             self._connection = None
-        if not connection.is_closed():
-            connection.terminate()  # no goodbye round trip on a socket that may be stalled
+        if not self._is_closed(connection):
+            self._drop(connection)
 
     async def _close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
+        if connection is not None and not self._is_closed(connection):
             try:
-                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
+                await asyncio.wait_for(self._close_gracefully(connection), CLOSE_TIMEOUT)
             except Exception:
-                connection.terminate()
+                self._drop(connection)

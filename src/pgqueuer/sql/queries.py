@@ -660,6 +660,13 @@ SELECT current_user::text AS role, current_setting('search_path') AS search_path
        current_setting('application_name') AS application_name
 """
 
+# The second connection takes over the caller's search_path (set on their session, so not
+# in the connection parameters) and a recognisable application_name, for the session.
+ADOPT_SESSION: Final = """
+SELECT set_config('search_path', $1::text, false) AS search_path,
+       set_config('application_name', $2::text, false) AS application_name
+"""
+
 # ---- schedules ----------------------------------------------------------------------------
 
 SCHEDULE_COLUMNS: Final = """
