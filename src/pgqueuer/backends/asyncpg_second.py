@@ -12,7 +12,7 @@ import asyncpg
 from asyncpg import connect_utils
 from asyncpg.pool import PoolConnectionProxy
 
-from pgqueuer.backends.asyncpg_errors import is_unavailable, translate_errors
+from pgqueuer.backends.asyncpg_errors import translate_errors
 from pgqueuer.backends.connector import Row
 from pgqueuer.backends.second_connection import SecondConnection, SingleConnectionDriver
 
@@ -54,9 +54,6 @@ class AsyncpgSecondConnection(SecondConnection[asyncpg.Connection]):
 
     def _translated(self) -> AbstractAsyncContextManager[None]:
         return translate_errors()
-
-    def _is_unavailable(self, exc: BaseException) -> bool:
-        return is_unavailable(exc)
 
     def _is_closed(self, connection: asyncpg.Connection) -> bool:
         return connection.is_closed()

@@ -253,9 +253,6 @@ class PsycopgSecondConnection(SecondConnection[psycopg.AsyncConnection[Any]]):
     def _translated(self) -> contextlib.AbstractAsyncContextManager[None]:
         return translate_errors()
 
-    def _is_unavailable(self, exc: BaseException) -> bool:
-        return isinstance(exc, TimeoutError | psycopg.OperationalError | OSError)
-
     def _is_closed(self, connection: psycopg.AsyncConnection[Any]) -> bool:
         return connection.closed or connection.broken
 

@@ -28,6 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pgqueuer.backends.connector import Row
 from pgqueuer.dsn import scrub
+from pgqueuer.errors import DatabaseUnavailableError
 from pgqueuer.sql.queries import ADOPT_SESSION, SESSION_IDENTITY
 
 logger = logging.getLogger("pgqueuer.driver")
@@ -77,9 +78,6 @@ class SecondConnection(ABC, Generic[C]):
         """The driver's mapping of lost connections and timeouts to DatabaseUnavailableError."""
 
     @abstractmethod
-    def _is_unavailable(self, exc: BaseException) -> bool: ...
-
-    @abstractmethod
     def _is_closed(self, connection: C) -> bool: ...
 
     @abstractmethod
@@ -116,19 +114,17 @@ class SecondConnection(ABC, Generic[C]):
                     await self._close()
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        if not self.separate:
-            return await self._driver.fetch(sql, *args)
-        async with self._lock:
-            connection = await self._ensure_open()
-        if connection is None:
-            return await self._driver.fetch(sql, *args)
-        async with self._translated(), self._lock:
-            try:
-                return await self._fetch_on(connection, sql, *args)
-            except Exception as exc:
-                if self._is_unavailable(exc):
-                    self._discard(connection)  # reopened (or given up) on the next statement
-                raise
+        if self.separate:
+            async with self._lock:
+                connection = await self._ensure_open()
+                if connection is not None:
+                    try:
+                        async with self._translated():
+                            return await self._fetch_on(connection, sql, *args)
+                    except DatabaseUnavailableError:
+                        self._discard(connection)  # reopened (or given up) on the next one
+                        raise
+        return await self._driver.fetch(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> None:
         await self.fetch(sql, *args)
