@@ -5,8 +5,10 @@ and when a held writer writes by itself (worker.GATHER_WAIT)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -67,11 +69,22 @@ class _Written:
         self.event.clear()
 
 
-async def test_a_held_writer_writes_nothing_until_released() -> None:
+@contextlib.asynccontextmanager
+async def _running_writer(max_batch: int) -> AsyncIterator[tuple[OutcomeWriter, _Written]]:
+    """A writer over an installed in-memory backend, running until the block ends."""
     written = _Written()
-    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=3)
+    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=max_batch)
     running = asyncio.create_task(writer.run())
     try:
+        yield writer, written
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_a_held_writer_writes_nothing_until_released() -> None:
+    async with _running_writer(max_batch=3) as (writer, written):
         writer.hold()
         for job_id in range(1, 5):  # more than a statement's worth: still held
             writer.add(_outcome(job_id))
@@ -80,15 +93,10 @@ async def test_a_held_writer_writes_nothing_until_released() -> None:
         writer.release()
         await asyncio.wait_for(writer.wait_idle(), 5.0)
         assert [ids for _, ids in written.batches] == [[1, 2, 3], [4]]
-    finally:
-        running.cancel()
 
 
 async def test_a_gathering_writer_writes_once_the_oldest_has_waited() -> None:
-    written = _Written()
-    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=100)
-    running = asyncio.create_task(writer.run())
-    try:
+    async with _running_writer(max_batch=100) as (writer, written):
         writer.hold(gather=0.15)
         added = time.monotonic()
         writer.add(_outcome(1))
@@ -97,15 +105,10 @@ async def test_a_gathering_writer_writes_once_the_oldest_has_waited() -> None:
         (when, ids), *_ = written.batches
         assert ids == [1, 2]
         assert when - added >= 0.15
-    finally:
-        running.cancel()
 
 
 async def test_a_gathering_writer_writes_a_full_statement_at_once() -> None:
-    written = _Written()
-    writer = OutcomeWriter(await _installed(), on_written=written, max_batch=3)
-    running = asyncio.create_task(writer.run())
-    try:
+    async with _running_writer(max_batch=3) as (writer, written):
         writer.hold(gather=60.0)
         writer.add(_outcome(1))
         for _ in range(5):  # a few turns of the loop: the writer is now waiting to gather
@@ -114,5 +117,3 @@ async def test_a_gathering_writer_writes_a_full_statement_at_once() -> None:
         writer.add(_outcome(3))
         await written.next(timeout=5.0)  # long before the minute
         assert [ids for _, ids in written.batches] == [[1, 2, 3]]
-    finally:
-        running.cancel()
