@@ -67,7 +67,12 @@ async def produce(dsn: str, rate: float, jobs: int, settings: dict[str, str]) ->
 
 
 async def work(
-    dsn: str, rate: float, jobs: int, settings: dict[str, str], worker_settings: dict[str, str]
+    dsn: str,
+    rate: float,
+    jobs: int,
+    settings: dict[str, str],
+    worker_settings: dict[str, str],
+    in_process: bool = False,
 ) -> dict[str, Any]:
     connection = await asyncpg.connect(dsn, server_settings={**settings, **worker_settings} or None)
     pgq = PgQueuer(AsyncpgDriver(connection))
@@ -110,10 +115,15 @@ async def work(
         if len(latencies) >= jobs:
             pgq.shutdown.set()
 
-    config = json.dumps({"dsn": dsn, "rate": rate, "jobs": jobs, "settings": settings})
-    producer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.wake_probe", "--produce", config, cwd=ROOT
-    )
+    producer: Awaitable[Any]
+    if in_process:  # as compare.py's client does: producer and worker share one event loop
+        producer = asyncio.ensure_future(produce(dsn, rate, jobs, settings))
+    else:
+        config = json.dumps({"dsn": dsn, "rate": rate, "jobs": jobs, "settings": settings})
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.wake_probe", "--produce", config, cwd=ROOT
+        )
+        producer = process.wait()
     try:
         await pgq.run(
             mode=QueueExecutionMode.continuous,
@@ -121,7 +131,7 @@ async def work(
             dequeue_timeout=timedelta(seconds=1),
         )
     finally:
-        await producer.wait()
+        await producer
         setattr(listener.ListenerSupervisor, "_receive", receive)  # noqa: B010
         await connection.close()
     report: dict[str, Any] = {"rate": rate, "jobs": len(latencies), "load": os.getloadavg()}
@@ -144,7 +154,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         connection = await asyncpg.connect(dsn)
         await Queries(AsyncpgDriver(connection)).install()
         await connection.close()
-        return await work(dsn, args.rate, args.jobs, settings, worker_settings)
+        return await work(
+            dsn, args.rate, args.jobs, settings, worker_settings, in_process=args.in_process
+        )
     finally:
         await pg.drop_database(args.dsn, name)
 
@@ -163,6 +175,11 @@ def cli() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a server setting for the worker's connection only (what-if runs)",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the producer in the worker's event loop (as compare.py's client does)",
     )
     parser.add_argument("--produce", help=argparse.SUPPRESS)  # the producer subprocess
     args = parser.parse_args()
