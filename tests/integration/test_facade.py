@@ -247,3 +247,43 @@ async def test_fetch_unknown_job_returns_none(pg: PgQueuer) -> None:
     assert await pg.fetch_job_result(987654321) is None
     with pytest.raises(ConfigurationError):
         await pg.fetch_job_result("not-a-number")
+
+
+async def test_cancelling_run_stops_its_handlers_and_records_what_finished(pg: PgQueuer) -> None:
+    """``run()`` cancelled from outside (``task.cancel()``, a timeout around it) ends without
+    leaving work behind: a handler still running is stopped before ``run()`` returns and its
+    job goes back to the queue, and the jobs that finished stay finished."""
+    quick_done = 0
+    slow_started = asyncio.Event()
+    slow_stopped = asyncio.Event()
+
+    async def quick(job_id: str, payload: dict[str, Any]) -> None:
+        nonlocal quick_done
+        quick_done += 1
+
+    async def slow(job_id: str, payload: dict[str, Any]) -> None:
+        slow_started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            slow_stopped.set()
+            raise
+
+    pg.worker.register_task(quick)
+    pg.worker.register_task(slow)
+    quick_ids = [await pg.enqueue("quick", {}) for _ in range(5)]
+    slow_id = await pg.enqueue("slow", {})
+    runner = asyncio.create_task(pg.run())
+    async with asyncio.timeout(10):
+        await slow_started.wait()
+        while quick_done < 5:
+            await asyncio.sleep(0.01)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert slow_stopped.is_set()  # not left running unsupervised
+    slow_result = await pg.fetch_job_result(slow_id)
+    assert slow_result is not None and slow_result.status == "queued"  # released
+    for job_id in quick_ids:
+        result = await pg.fetch_job_result(job_id)
+        assert result is not None and result.status == "completed"

@@ -80,13 +80,16 @@ async def _wait_for_lease_backends(observer: asyncpg.Connection, expected: int) 
 
 
 async def _drain(
-    connection: WorkerConnection, observer: asyncpg.Connection, prefix: str = ""
+    connection: WorkerConnection,
+    observer: asyncpg.Connection,
+    prefix: str = "",
+    driver: AsyncpgDriver | PsycopgDriver | None = None,
 ) -> list[int]:
-    """Drain every queued "noop" job over ``connection``; the lease backends seen by each
-    handler."""
+    """Drain every queued "noop" job over ``connection`` (through ``driver`` if given, else a
+    new one); the lease backends seen by each handler."""
     seen: list[int] = []
     observing = asyncio.Lock()  # handlers run concurrently; the observer is one connection
-    pgq = PgQueuer(connection.driver(), prefix=prefix)
+    pgq = PgQueuer(driver or connection.driver(), prefix=prefix)
 
     @pgq.entrypoint("noop")
     async def noop(job: Job) -> None:
@@ -207,5 +210,48 @@ async def test_a_lost_second_connection_is_reopened_and_no_outcome_is_lost(
         assert terminated == [True, True]
         assert await _statuses(observer) == {"successful": 3000}
         assert ran == 3000  # nothing ran twice: no lease expired, no job was given back
+    finally:
+        await observer.close()
+
+
+async def test_a_transaction_open_on_the_callers_connection_keeps_everything_on_it(
+    database_url: str, worker_connection: WorkerConnection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker run inside the caller's open transaction claims inside it, and no other
+    connection sees those claims before the commit: outcomes and heartbeats then go over the
+    caller's connection too (as everything did in pgqueuer 1.x), and land at the commit."""
+    observer = await asyncpg.connect(database_url)
+    try:
+        await SqlBackend(AsyncpgDriver(observer)).enqueue(
+            [NewJob("noop", None) for _ in range(60)], "raise"
+        )
+        with caplog.at_level(logging.INFO, logger="pgqueuer"):
+            async with worker_connection.raw.transaction():
+                seen = await _drain(worker_connection, observer)
+                assert await _statuses(observer) == {"queued": 60}  # nothing committed yet
+        assert len(seen) == 60
+        assert set(seen) == {0}  # no second connection was opened
+        assert await _statuses(observer) == {"successful": 60}
+        assert "inside a transaction" in caplog.text
+        assert "rejected" not in caplog.text
+    finally:
+        await observer.close()
+
+
+async def test_the_next_run_tries_the_second_connection_again(
+    database_url: str, worker_connection: WorkerConnection
+) -> None:
+    """Giving the second connection up lasts one run: once the caller's transaction is
+    over, the next run opens it again."""
+    observer = await asyncpg.connect(database_url)
+    try:
+        backend = SqlBackend(AsyncpgDriver(observer))
+        await backend.enqueue([NewJob("noop", None) for _ in range(20)], "raise")
+        driver = worker_connection.driver()  # both runs over the same driver
+        async with worker_connection.raw.transaction():
+            assert set(await _drain(worker_connection, observer, driver=driver)) == {0}
+        await backend.enqueue([NewJob("noop", None) for _ in range(20)], "raise")
+        assert set(await _drain(worker_connection, observer, driver=driver)) == {1}
+        assert await _statuses(observer) == {"successful": 40}
     finally:
         await observer.close()

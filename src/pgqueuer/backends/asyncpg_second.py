@@ -58,6 +58,9 @@ class AsyncpgSecondConnection(SecondConnection[asyncpg.Connection]):
     def _is_closed(self, connection: asyncpg.Connection) -> bool:
         return connection.is_closed()
 
+    def _caller_in_transaction(self) -> bool:
+        return bool(self._callers.is_in_transaction())
+
     def _drop(self, connection: asyncpg.Connection) -> None:
         connection.terminate()
 

@@ -256,6 +256,13 @@ class PsycopgSecondConnection(SecondConnection[psycopg.AsyncConnection[Any]]):
     def _is_closed(self, connection: psycopg.AsyncConnection[Any]) -> bool:
         return connection.closed or connection.broken
 
+    def _caller_in_transaction(self) -> bool:
+        status = self._owner._current.info.transaction_status
+        return status in (
+            psycopg.pq.TransactionStatus.INTRANS,
+            psycopg.pq.TransactionStatus.INERROR,
+        )
+
     def _drop(self, connection: psycopg.AsyncConnection[Any]) -> None:
         with contextlib.suppress(Exception):
             connection.pgconn.finish()

@@ -11,9 +11,11 @@ heartbeat. On one 2-core host the 1.x drain at batch 100 ran ~9 % faster this wa
 (benchmarks/RESULTS.md, session 16).
 
 It is opened when a worker starts (:meth:`SecondConnection.while_running`) and closed when
-the last running worker stops. When it cannot be opened, or would act as another role, or
-breaks and cannot be reopened, everything goes back to the caller's connection, as with
-``second_connection=False``; that is logged once at INFO, not raised. Each driver supplies
+the last running worker stops. When it cannot be opened, or would act as another role, or the
+caller's connection is inside a transaction (whose claims no other connection can see), or
+it breaks and cannot be reopened, everything goes back to the caller's connection for the
+rest of that run, as with ``second_connection=False``; that is logged once at INFO, not
+raised, and the next run tries again. Each driver supplies
 how to open a connection like the caller's and how to run a statement on it.
 """
 
@@ -42,7 +44,8 @@ C = TypeVar("C")  # a driver's connection type
 
 
 class SessionMismatchError(Exception):
-    """The second connection would not act as the caller's session (another role)."""
+    """The second connection would not act as the caller's session (another role, or the
+    caller's connection is inside a transaction)."""
 
 
 class SingleConnectionDriver(Protocol):
@@ -62,7 +65,10 @@ class SecondConnection(ABC, Generic[C]):
         self._connection: C | None = None
         self._lock = asyncio.Lock()
         self._runs = 0  # workers running now (each opened it through while_running)
-        self._given_up = False  # it failed once: the caller's connection serves, for good
+        # It could not be opened (or reopened) as the caller's session: the caller's
+        # connection serves until the last running worker stops; the next run tries again
+        # (the server may be back, the caller's role or transaction may have changed).
+        self._given_up = False
 
     # ---- what each driver supplies ------------------------------------------------------
     @abstractmethod
@@ -79,6 +85,10 @@ class SecondConnection(ABC, Generic[C]):
 
     @abstractmethod
     def _is_closed(self, connection: C) -> bool: ...
+
+    @abstractmethod
+    def _caller_in_transaction(self) -> bool:
+        """The caller's connection is inside a transaction block now."""
 
     @abstractmethod
     def _drop(self, connection: C) -> None:
@@ -103,7 +113,8 @@ class SecondConnection(ABC, Generic[C]):
         """Keep the second connection open for one worker's run."""
         self._runs += 1
         try:
-            if self._runs == 1 and not self._given_up:
+            if self._runs == 1:
+                self._given_up = False
                 async with self._lock:
                     await self._ensure_open()
             yield
@@ -141,8 +152,8 @@ class SecondConnection(ABC, Generic[C]):
         except Exception as exc:
             self._given_up = True
             logger.info(
-                "heartbeats and outcome writes share the worker's connection: a second "
-                "connection could not be opened (%s: %s)",
+                "heartbeats and outcome writes share the worker's connection for this run: "
+                "a second connection could not be opened as its session (%s: %s)",
                 type(exc).__name__,
                 scrub(str(exc), self._secrets()),
             )
@@ -150,6 +161,13 @@ class SecondConnection(ABC, Generic[C]):
         return self._connection
 
     async def _open(self) -> C:
+        if self._caller_in_transaction():
+            # Its claims stay invisible to every other connection until it commits: the
+            # outcomes and heartbeats of a second one would match no row.
+            raise SessionMismatchError(
+                "the worker's connection is inside a transaction, whose claims no other "
+                "connection can see before it commits"
+            )
         (mine,) = await self._driver.fetch(SESSION_IDENTITY)
         connection = await self._connect_like_callers()
         try:

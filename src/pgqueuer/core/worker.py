@@ -96,6 +96,9 @@ CARRY_WAIT = 0.010  # seconds
 GATHER_WAIT = 0.050  # seconds
 # Ended runs remembered per slot of local capacity, to recognise a stale re-claim (_start).
 ENDED_MEMORY_PER_SLOT = 4
+# When run() is cancelled from outside, it waits at most this long (seconds) to record the
+# outcomes already in hand, so the cancellation still ends it promptly.
+CANCELLED_FLUSH_TIMEOUT = 2.0
 ON_FAILURE_VALUES = ("delete", "hold")
 MAX_ENTRYPOINT_LENGTH = 200
 
@@ -595,6 +598,9 @@ class WorkerRun:
             await self._finish_running(grace)
             if not loops[0].done():  # the outcome writer is alive: let it finish its work
                 await self._flush(timeout=max(self.settings.heartbeat_timeout, 5.0))
+        except asyncio.CancelledError:
+            await self._stop_when_cancelled(claim, writer=loops[0])
+            raise
         finally:
             for task in (*loops, stop, claim):
                 task.cancel()
@@ -602,6 +608,24 @@ class WorkerRun:
             self.manager.job_context.clear()
         if failure is not None:
             raise failure
+
+    async def _stop_when_cancelled(
+        self, claim: asyncio.Task[None], writer: asyncio.Task[None]
+    ) -> None:
+        """``run()`` itself was cancelled (``task.cancel()``, a timeout around it): stop now,
+        but leave nothing behind. Otherwise the handlers would run on unsupervised (no
+        heartbeats, their outcomes never written), and the outcomes still gathered would be
+        lost, so jobs that had finished would run again once their leases expired. The
+        running jobs are released as at a deadline; what has finished is written within
+        CANCELLED_FLUSH_TIMEOUT. A second cancellation cuts this short."""
+        self.stopping = True
+        self.wake.set()
+        self.slot_freed.set()
+        claim.cancel()
+        await asyncio.wait({claim})  # its jobs in hand are started, then released below
+        await self._finish_running(0.0)
+        if not writer.done():
+            await self._flush(timeout=CANCELLED_FLUSH_TIMEOUT)
 
     async def _wait_for_stop(self) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0)
