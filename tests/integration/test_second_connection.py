@@ -21,7 +21,7 @@ import pytest
 from pgqueuer import PgQueuer
 from pgqueuer.backends.asyncpg_driver import AsyncpgDriver
 from pgqueuer.backends.psycopg_driver import PsycopgDriver
-from pgqueuer.backends.second_connection import APPLICATION_SUFFIX
+from pgqueuer.backends.second_connection import APPLICATION_SUFFIX, leases_application_name
 from pgqueuer.backends.sql import SqlBackend
 from pgqueuer.config import DatabaseNames
 from pgqueuer.models import Job, NewJob
@@ -253,5 +253,26 @@ async def test_the_next_run_tries_the_second_connection_again(
         await backend.enqueue([NewJob("noop", None) for _ in range(20)], "raise")
         assert set(await _drain(worker_connection, observer, driver=driver)) == {1}
         assert await _statuses(observer) == {"successful": 40}
+    finally:
+        await observer.close()
+
+
+async def test_a_long_application_name_keeps_the_suffix(
+    database_url: str, worker_connection: WorkerConnection
+) -> None:
+    """The server keeps 63 bytes of an application_name: the caller's part is shortened so
+    the second connection still shows as ``... pgqueuer-leases`` (and a character of more
+    than one byte is never cut in half)."""
+    observer = await asyncpg.connect(database_url)
+    try:
+        await worker_connection.set("SET application_name = '" + "w" * 60 + "'")
+        await SqlBackend(AsyncpgDriver(observer)).enqueue(
+            [NewJob("noop", None) for _ in range(20)], "raise"
+        )
+        seen = await _drain(worker_connection, observer)
+        assert set(seen) == {1}
+        shortened = leases_application_name("é" * 40)  # 80 bytes
+        assert shortened == "é" * 23 + " " + APPLICATION_SUFFIX  # 47 bytes of room: 23 whole
+        assert leases_application_name("") == APPLICATION_SUFFIX
     finally:
         await observer.close()

@@ -35,12 +35,20 @@ from pgqueuer.sql.queries import ADOPT_SESSION, SESSION_IDENTITY
 
 logger = logging.getLogger("pgqueuer.driver")
 
-# How the second connection shows in pg_stat_activity: after the caller's application_name
-# (PostgreSQL keeps 63 bytes of it).
+# How the second connection shows in pg_stat_activity: after the caller's application_name.
 APPLICATION_SUFFIX = "pgqueuer-leases"
+NAME_BYTES = 63  # PostgreSQL keeps this much of an application_name
 CLOSE_TIMEOUT = 5.0  # seconds; then the socket is dropped without the goodbye
 
 C = TypeVar("C")  # a driver's connection type
+
+
+def leases_application_name(callers: str) -> str:
+    """The caller's application_name followed by the suffix, shortened so that the server's
+    63-byte limit cuts the caller's part, never the suffix."""
+    room = NAME_BYTES - len(APPLICATION_SUFFIX) - 1
+    head = callers.encode()[:room].decode(errors="ignore")  # no half character at the cut
+    return f"{head} {APPLICATION_SUFFIX}".strip()
 
 
 class SessionMismatchError(Exception):
@@ -175,7 +183,7 @@ class SecondConnection(ABC, Generic[C]):
                 connection,
                 ADOPT_SESSION,
                 mine["search_path"],
-                f"{mine['application_name']} {APPLICATION_SUFFIX}".strip(),
+                leases_application_name(mine["application_name"]),
             )
             (theirs,) = await self._fetch_on(connection, SESSION_IDENTITY)
             if theirs["role"] != mine["role"] or theirs["search_path"] != mine["search_path"]:
