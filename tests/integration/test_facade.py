@@ -287,3 +287,30 @@ async def test_cancelling_run_stops_its_handlers_and_records_what_finished(pg: P
     for job_id in quick_ids:
         result = await pg.fetch_job_result(job_id)
         assert result is not None and result.status == "completed"
+
+
+async def test_a_second_cancel_still_stops_the_handlers(pg: PgQueuer) -> None:
+    """A cancellation that cuts the stop short (an enclosing timeout or task group cancels
+    again) still stops the running handler before ``run()`` ends."""
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def slow(job_id: str, payload: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    pg.worker.register_task(slow)
+    await pg.enqueue("slow", {})
+    runner = asyncio.create_task(pg.run())
+    async with asyncio.timeout(10):
+        await started.wait()
+    runner.cancel()
+    await asyncio.sleep(0)  # run() is stopping now
+    runner.cancel()  # and is cancelled again
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert stopped.is_set()

@@ -37,7 +37,7 @@ from pgqueuer.errors import (
     DatabaseUnavailableError,
     DuplicateScheduleError,
 )
-from pgqueuer.models import FiredTick, Schedule, ScheduleContext, ScheduleState
+from pgqueuer.models import FiredTick, NewJob, Schedule, ScheduleContext, ScheduleState
 from pgqueuer.types import JobId
 
 OSLO = ZoneInfo("Europe/Oslo")
@@ -552,3 +552,32 @@ async def test_tick_jobs_get_retries_timeouts_and_limits_like_any_job() -> None:
     assert calls == [(tick.fire_at, tick.job_id)] * 3
     result = await backend.fetch_result(tick.job_id)
     assert result is not None and result.status == "completed" and result.attempts == 3
+
+
+async def test_cancelling_a_standalone_sm_run_stops_its_worker_promptly() -> None:
+    """``sm.run()`` under a timeout (or ``task.cancel()``) stops its worker as a cancelled
+    run does, releasing the running job, not after the worker's whole shutdown grace."""
+    backend = MemoryBackend()
+    await backend.migrate()
+    sm = SchedulerManager(backend)
+    started = asyncio.Event()
+
+    @sm.worker.entrypoint("slow")
+    async def slow(job: Any) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    sm.register_schedule(noop, "* * * * *", name="tick")
+    (job_id,) = await backend.enqueue([NewJob("slow", None)], "raise")
+    loop = asyncio.get_running_loop()
+    runner = asyncio.create_task(sm.run(shutdown_grace=30))
+    async with asyncio.timeout(10):
+        await started.wait()
+    began = loop.time()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert loop.time() - began < 10  # the grace is 30 s
+    assert job_id is not None
+    job = await backend.fetch_job(job_id)
+    assert job is not None and job.status == "queued"  # released, not left picked

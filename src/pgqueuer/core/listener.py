@@ -133,9 +133,13 @@ class ListenerSupervisor:
             await asyncio.sleep(self.backoff.next_delay())
 
     async def _close(self, subscription: Subscription) -> None:
-        # Also runs while the worker is being cancelled: shield the close, bounded.
+        # Also runs while the worker is being cancelled: shield the close, bounded. A
+        # cancellation that arrives during the close (the worker stopping while a lost
+        # subscription is closed for a reconnect) goes on: swallowed, it would leave this
+        # loop reconnecting forever and the worker's run() waiting for it. The shielded
+        # close finishes by itself.
         closing = asyncio.ensure_future(subscription.close())
-        with contextlib.suppress(Exception, asyncio.CancelledError):
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(closing), self.probe_timeout * 5)
 
     async def _watch(self, lost: asyncio.Event) -> str:

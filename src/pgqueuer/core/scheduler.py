@@ -638,6 +638,14 @@ class SchedulerManager:
                     error = task.exception()
                     if error is not None:
                         raise error
+        except asyncio.CancelledError:
+            # sm.run() itself was cancelled: its worker stops as a cancelled run does (jobs
+            # released, outcomes in hand written within seconds), not through its whole
+            # shutdown grace as after shutdown.set().
+            loop.cancel()
+            work.cancel()
+            await asyncio.wait({loop, work})
+            raise
         finally:
             # The worker clears the shared event as it returns; set it again so a tick
             # loop that was busy (syncing, firing) at that moment stops too.

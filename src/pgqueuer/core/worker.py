@@ -602,6 +602,11 @@ class WorkerRun:
             await self._stop_when_cancelled(claim, writer=loops[0])
             raise
         finally:
+            # Still running here only if a second cancellation cut the stop short: stopped
+            # all the same (synchronously, so nothing can interrupt it), never left running
+            # unsupervised; their leases expire and the jobs are rescued.
+            for job_id in list(self.running):
+                self._stop_job(job_id, "release")
             for task in (*loops, stop, claim):
                 task.cancel()
             await asyncio.gather(*loops, stop, claim, return_exceptions=True)
