@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -249,25 +250,34 @@ async def test_fetch_unknown_job_returns_none(pg: PgQueuer) -> None:
         await pg.fetch_job_result("not-a-number")
 
 
+def _until_cancelled() -> tuple[
+    Callable[[str, dict[str, Any]], Awaitable[None]], asyncio.Event, asyncio.Event
+]:
+    """A task named "slow" that runs until it is cancelled, and events set when it started
+    and when it was stopped."""
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def slow(job_id: str, payload: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    return slow, started, stopped
+
+
 async def test_cancelling_run_stops_its_handlers_and_records_what_finished(pg: PgQueuer) -> None:
     """``run()`` cancelled from outside (``task.cancel()``, a timeout around it) ends without
     leaving work behind: a handler still running is stopped before ``run()`` returns and its
     job goes back to the queue, and the jobs that finished stay finished."""
     quick_done = 0
-    slow_started = asyncio.Event()
-    slow_stopped = asyncio.Event()
+    slow, slow_started, slow_stopped = _until_cancelled()
 
     async def quick(job_id: str, payload: dict[str, Any]) -> None:
         nonlocal quick_done
         quick_done += 1
-
-    async def slow(job_id: str, payload: dict[str, Any]) -> None:
-        slow_started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            slow_stopped.set()
-            raise
 
     pg.worker.register_task(quick)
     pg.worker.register_task(slow)
@@ -292,17 +302,7 @@ async def test_cancelling_run_stops_its_handlers_and_records_what_finished(pg: P
 async def test_a_second_cancel_still_stops_the_handlers(pg: PgQueuer) -> None:
     """A cancellation that cuts the stop short (an enclosing timeout or task group cancels
     again) still stops the running handler before ``run()`` ends."""
-    started = asyncio.Event()
-    stopped = asyncio.Event()
-
-    async def slow(job_id: str, payload: dict[str, Any]) -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            stopped.set()
-            raise
-
+    slow, started, stopped = _until_cancelled()
     pg.worker.register_task(slow)
     await pg.enqueue("slow", {})
     runner = asyncio.create_task(pg.run())
