@@ -586,9 +586,7 @@ class WorkerRun:
             failure = next(
                 (t.exception() for t in done if not t.cancelled() and t.exception()), None
             )
-            self.stopping = True
-            self.wake.set()
-            self.slot_freed.set()
+            self._begin_stopping()
             if not claim.done():
                 # A claim in flight may still hand us jobs; they are run (or released) below.
                 with contextlib.suppress(Exception):
@@ -605,8 +603,7 @@ class WorkerRun:
             # Still running here only if a second cancellation cut the stop short: stopped
             # all the same (synchronously, so nothing can interrupt it), never left running
             # unsupervised; their leases expire and the jobs are rescued.
-            for job_id in list(self.running):
-                self._stop_job(job_id, "release")
+            self._release_running()
             for task in (*loops, stop, claim):
                 task.cancel()
             await asyncio.gather(*loops, stop, claim, return_exceptions=True)
@@ -623,14 +620,23 @@ class WorkerRun:
         lost, so jobs that had finished would run again once their leases expired. The
         running jobs are released as at a deadline; what has finished is written within
         CANCELLED_FLUSH_TIMEOUT. A second cancellation cuts this short."""
-        self.stopping = True
-        self.wake.set()
-        self.slot_freed.set()
+        self._begin_stopping()
         claim.cancel()
         await asyncio.wait({claim})  # its jobs in hand are started, then released below
         await self._finish_running(0.0)
         if not writer.done():
             await self._flush(timeout=CANCELLED_FLUSH_TIMEOUT)
+
+    def _begin_stopping(self) -> None:
+        """No more claims: the claim loop, and whatever it waits on, wakes up to stop."""
+        self.stopping = True
+        self.wake.set()
+        self.slot_freed.set()
+
+    def _release_running(self) -> None:
+        """Stop every running handler; its job goes back to the queue."""
+        for job_id in list(self.running):
+            self._stop_job(job_id, "release")
 
     async def _wait_for_stop(self) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0)
@@ -660,8 +666,7 @@ class WorkerRun:
                 len(self.running),
                 sorted(self.running)[:20],
             )
-        for job_id in list(self.running):
-            self._stop_job(job_id, "release")
+        self._release_running()
         if self.running:
             # Handlers that swallow the cancellation are given a moment, then left behind:
             # their leases expire and the jobs are rescued elsewhere.
