@@ -33,6 +33,7 @@ from pgqueuer.core.scheduler import (
     AbstractScheduleExecutor,
     ScheduleExecutorFactoryParameters,
     SchedulerManager,
+    raise_first_failure,
 )
 from pgqueuer.core.worker import QueueManager, validate_task_name
 from pgqueuer.errors import ConfigurationError, UnknownTaskError
@@ -93,22 +94,27 @@ def schedule_fields(
 async def run_together(
     worker: Coroutine[Any, Any, None], scheduler: Coroutine[Any, Any, None], stop: asyncio.Event
 ) -> None:
-    """Run the worker and the scheduler loop; either one failing stops both and propagates."""
+    """Run the worker and the scheduler loop; either one failing stops both and propagates
+    (when both fail, the first is raised and the other logged: see raise_first_failure)."""
     worker_task = asyncio.create_task(worker, name="pgqueuer-worker")
     scheduler_task = asyncio.create_task(scheduler, name="pgqueuer-scheduler")
+    ended: list[asyncio.Task[Any]] = []  # in the order they end, for raise_first_failure
+    worker_task.add_done_callback(ended.append)
+    scheduler_task.add_done_callback(ended.append)
     try:
         done, _ = await asyncio.wait(
             {worker_task, scheduler_task}, return_when=asyncio.FIRST_COMPLETED
         )
-        if scheduler_task in done and scheduler_task.exception() is not None:
+        if worker_task not in done and scheduler_task.exception() is not None:
             stop.set()  # graceful stop of the worker, then report the scheduler's failure
-            await asyncio.gather(worker_task, return_exceptions=True)
-            raise scheduler_task.exception()  # type: ignore[misc]
-        await worker_task  # finished (timeout or shutdown) or failed: propagate
+        # The worker ends by itself (timeout, shutdown, that stop or a failure of its own);
+        # failures are raised below, once both parts have stopped, so none is dropped.
+        await asyncio.wait({worker_task})
     finally:
         scheduler_task.cancel()
         worker_task.cancel()
         await asyncio.gather(worker_task, scheduler_task, return_exceptions=True)
+    raise_first_failure(ended, {worker_task: "worker", scheduler_task: "scheduler"})
 
 
 class PgQueuer:
@@ -371,7 +377,8 @@ class PgQueuer:
         and returns; ``timeout`` bounds the whole call. Without either it runs until
         ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
         ``shutdown_grace`` seconds; a second signal stops at once). Failures of the worker or
-        scheduler themselves propagate; handler errors become job outcomes.
+        scheduler themselves propagate (when both fail, the first is raised and the other is
+        logged and named in a note on it); handler errors become job outcomes.
         ``heartbeat_interval``, ``max_crashes`` and ``retention`` are described in
         ``docs/reliability.md`` (see :meth:`QueueManager.run`).
         """

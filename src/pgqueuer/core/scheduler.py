@@ -327,6 +327,43 @@ def _grace_seconds(grace: timedelta | float) -> float:
     return float(seconds)
 
 
+def _failed(task: asyncio.Task[Any]) -> bool:
+    return not task.cancelled() and task.exception() is not None
+
+
+def raise_first_failure(
+    ended: list[asyncio.Task[Any]], names: dict[asyncio.Task[Any], str]
+) -> None:
+    """Raise the first failure among the worker and scheduler tasks, in the order they ended.
+
+    Either one failing stops the other, which can then fail as well (while it stops, or from
+    the same cause). An ``ExceptionGroup`` would change the type that 1.x callers catch when
+    one part fails, so the first failure is raised as it would be alone; each later one is
+    logged with its traceback and named in a note on the raised exception, never dropped.
+    """
+    failures = [
+        (names[task], error)
+        for task in ended
+        if not task.cancelled() and (error := task.exception()) is not None
+    ]
+    if not failures:
+        return
+    (first_name, first), *later = failures
+    for name, error in later:
+        logger.error(
+            "the %s failed too, after the %s (%s: %s), which is the error raised",
+            name,
+            first_name,
+            type(first).__name__,
+            first,
+            exc_info=error,
+        )
+        first.add_note(
+            f"the {name} failed too (logged with its traceback): {type(error).__name__}: {error}"
+        )
+    raise first
+
+
 class SchedulerManager:
     """Registers schedules and fires their ticks (``pgq.sm`` in 1.x, ``pg.sm`` here).
 
@@ -628,16 +665,17 @@ class SchedulerManager:
             return
         loop = asyncio.create_task(self.run_loop())
         work = asyncio.create_task(self.worker.run(**worker_options))
+        ended: list[asyncio.Task[Any]] = []  # in the order they end, for raise_first_failure
+        loop.add_done_callback(ended.append)
+        work.add_done_callback(ended.append)
         pending: set[asyncio.Task[None]] = {loop, work}
         try:
             # Until the worker stops (a loop without schedules returns at once). Either
-            # one failing stops both.
+            # one failing stops both (below), and its error is raised after that.
             while work in pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    error = task.exception()
-                    if error is not None:
-                        raise error
+                if any(_failed(task) for task in done):
+                    break
         except asyncio.CancelledError:
             # sm.run() itself was cancelled: its worker stops as a cancelled run does (jobs
             # released, outcomes in hand written within seconds), not through its whole
@@ -652,6 +690,7 @@ class SchedulerManager:
             self.shutdown.set()
             await asyncio.gather(loop, work, return_exceptions=True)
             self.shutdown.clear()  # as the worker does: a later run() starts afresh
+        raise_first_failure(ended, {loop: "scheduler", work: "worker"})
 
     # ---- administration -----------------------------------------------------------------
     async def pause(self, *names: str) -> list[str]:
