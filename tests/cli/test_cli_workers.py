@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgqueuer import PgQueuer
-from pgqueuer.cli.workers import child_arguments
+from pgqueuer.cli.workers import WorkerPool, child_arguments
 
 Module = Callable[[str], str]
 
@@ -182,3 +184,93 @@ def test_a_factory_that_cannot_load_stops_everything_with_status_2(
     assert result.code == 2
     assert "cannot import module 'no_such_module_here'" in result.err
     assert "stopping the others" in result.err
+
+
+# ---- stopping while children are being started (the pool in this process) -----------------
+
+# In-memory workers, so no database: "create" runs until stopped (with --crash-first the very
+# first entry dies at once).
+MEMORY_FACTORY = """
+import os
+from pathlib import Path
+
+from pgqueuer import PgQueuer
+
+HERE = Path(__file__).parent
+
+
+def create(args):
+    if "--crash-first" in args:
+        try:
+            (HERE / "crashed-once").touch(exist_ok=False)
+        except FileExistsError:
+            pass
+        else:
+            os._exit(3)
+    return PgQueuer.in_memory()
+"""
+
+
+class Pool(WorkerPool):
+    """A WorkerPool that records its children and can take the stop signal at the worst
+    moment: the ``signal_at``-th child's process exists, but the pool has not registered it
+    (as when the signal is handled while the spawn is awaited)."""
+
+    def __init__(self, argv: list[str], count: int, *, signal_at: int = 0, **options: Any):
+        options.setdefault("restart_on_failure", False)
+        options.setdefault("restart_delay", 0.0)
+        super().__init__(argv, count, **options)
+        self.signal_at = signal_at
+        self.spawned: list[asyncio.subprocess.Process] = []
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        process = await super()._spawn(index)
+        self.spawned.append(process)
+        if len(self.spawned) == self.signal_at:
+            self.on_signal()
+        return process
+
+
+async def run_pool(pool: Pool, timeout: float = 30.0) -> int | None:
+    """``pool.run()``'s status, or None when it has not returned by the deadline (its
+    children are then killed, so that it returns and leaves no process behind)."""
+    task = asyncio.create_task(pool.run())
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        for process in pool.spawned:
+            if process.returncode is None:
+                process.kill()
+    status = await task
+    return status if done else None
+
+
+@pytest.fixture
+def memory_factory(factory_module: Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's name; the pool's children find it through $PYTHONPATH."""
+    path = [str(tmp_path), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    return factory_module(MEMORY_FACTORY)
+
+
+async def test_a_stop_during_a_restart_reaches_the_restarted_process(memory_factory: str) -> None:
+    """The crashed child's replacement is being started when the signal comes: it is told
+    to stop too, and the pool returns instead of waiting for it forever."""
+    pool = Pool(
+        ["run", f"{memory_factory}:create", "--", "--crash-first"],
+        1,
+        signal_at=2,
+        restart_on_failure=True,
+    )
+    status = await run_pool(pool)
+    assert status == 0, "the pool did not return: its restarted worker was never stopped"
+    assert len(pool.spawned) == 2
+    assert pool.spawned[0].returncode == 3
+    assert pool.spawned[1].returncode is not None
+
+
+async def test_a_stop_while_starting_starts_no_more_processes(memory_factory: str) -> None:
+    pool = Pool(["run", f"{memory_factory}:create"], 3, signal_at=1)
+    status = await run_pool(pool)
+    assert len(pool.spawned) == 1, "processes were started after the stop"
+    assert status == 0, "the pool did not return: a worker was never stopped"
+    assert pool.spawned[0].returncode is not None

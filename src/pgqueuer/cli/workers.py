@@ -7,7 +7,7 @@ same ``pgq run`` command (each with ``--workers 1``) as child processes and watc
   claiming and lets its running jobs finish within its grace period. A second signal is
   passed on again, which makes every child release its running jobs at once. Children run
   in their own session, so a Ctrl-C in the terminal reaches them only through us (once,
-  not twice).
+  not twice). Once stopping, no child is started (or started again).
 * A child that exits with status 0 has finished (``--once``, ``--mode drain``,
   ``--timeout``, or a stop): it is not started again. When every child has finished, we
   exit 0.
@@ -106,15 +106,23 @@ class WorkerPool:
                     child.process.send_signal(sig)
 
     # ---- children -----------------------------------------------------------------------
-    async def _start(self, index: int) -> None:
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         env = {**os.environ, WORKER_INDEX_VARIABLE: str(index)}
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pgqueuer", *self.argv, env=env, start_new_session=True
         )
+
+    async def _start(self, index: int) -> None:
+        process = await self._spawn(index)
         waiter = asyncio.create_task(process.wait(), name=f"pgqueuer-worker-{index}")
         waiter.add_done_callback(lambda _: self.woken.set())
         self.children[index] = Child(index, process, waiter)
         logger.info("worker %d/%d started (pid %d)", index, self.count, process.pid)
+        if self.stopping:
+            # The stop came while the spawn was awaited, after the decision to start this
+            # child and before it was registered: the SIGTERM sent to the others missed it.
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
 
     async def _restart_later(self, index: int) -> None:
         with contextlib.suppress(TimeoutError):
@@ -131,6 +139,8 @@ class WorkerPool:
         with stop_signals(self.on_signal):
             try:
                 for index in range(1, self.count + 1):
+                    if self.stopping:  # a signal came while the earlier ones were started
+                        break
                     await self._start(index)
                 while self.children or restarts:
                     self.woken.clear()
