@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pgqueuer import PgQueuer
-from pgqueuer.cli.workers import WorkerPool, child_arguments
+from pgqueuer.cli.workers import EXIT_FAILED, WorkerPool, child_arguments
 
 Module = Callable[[str], str]
 
@@ -189,8 +189,10 @@ def test_a_factory_that_cannot_load_stops_everything_with_status_2(
 # ---- stopping while children are being started (the pool in this process) -----------------
 
 # In-memory workers, so no database: "create" runs until stopped (with --crash-first the very
-# first entry dies at once).
+# first entry dies at once); "hang" never gives a manager, so the child's supervisor, told to
+# stop by the first SIGTERM, keeps waiting for it: only a kill ends that process.
 MEMORY_FACTORY = """
+import asyncio
 import os
 from pathlib import Path
 
@@ -208,6 +210,11 @@ def create(args):
         else:
             os._exit(3)
     return PgQueuer.in_memory()
+
+
+async def hang():
+    (HERE / f"hanging-{os.getpid()}").touch()
+    await asyncio.Event().wait()
 """
 
 
@@ -229,6 +236,10 @@ class Pool(WorkerPool):
         if len(self.spawned) == self.signal_at:
             self.on_signal()
         return process
+
+
+def hanging(directory: Path) -> bool:
+    return any(directory.glob("hanging-*"))
 
 
 async def run_pool(pool: Pool, timeout: float = 30.0) -> int | None:
@@ -274,3 +285,20 @@ async def test_a_stop_while_starting_starts_no_more_processes(memory_factory: st
     assert len(pool.spawned) == 1, "processes were started after the stop"
     assert status == 0, "the pool did not return: a worker was never stopped"
     assert pool.spawned[0].returncode is not None
+
+
+async def test_a_process_that_does_not_stop_is_killed_after_the_grace(
+    memory_factory: str, tmp_path: Path
+) -> None:
+    pool = Pool(["run", f"{memory_factory}:hang"], 1, kill_after=0.5)
+    running = asyncio.create_task(run_pool(pool))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not hanging(tmp_path):  # its signal handlers are set by then
+        assert loop.time() < deadline, "the worker process did not start"
+        await asyncio.sleep(0.02)
+    pool.on_signal()  # the child takes its SIGTERM as a stop request, and never stops
+    status = await running
+    assert status == EXIT_FAILED, "the pool did not kill its stuck worker"
+    (process,) = pool.spawned
+    assert process.returncode == -signal.SIGKILL

@@ -12,7 +12,7 @@ from pgqueuer import supervisor
 from pgqueuer.cli.connection import Session
 from pgqueuer.cli.errors import EXIT_OK, CliError
 from pgqueuer.cli.registry import Commands, positive_int, seconds
-from pgqueuer.cli.workers import WORKER_INDEX_VARIABLE, WorkerPool
+from pgqueuer.cli.workers import WORKER_INDEX_VARIABLE, WorkerPool, kill_delay
 from pgqueuer.errors import PgqError
 from pgqueuer.types import QueueExecutionMode
 
@@ -60,6 +60,7 @@ async def run_worker(args: argparse.Namespace, session: Session) -> int:
             args.workers,
             restart_on_failure=args.restart_on_failure,
             restart_delay=args.restart_delay,
+            kill_after=kill_delay(args.shutdown_grace),
         )
         return await pool.run()
     try:

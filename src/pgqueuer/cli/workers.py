@@ -7,7 +7,8 @@ same ``pgq run`` command (each with ``--workers 1``) as child processes and watc
   claiming and lets its running jobs finish within its grace period. A second signal is
   passed on again, which makes every child release its running jobs at once. Children run
   in their own session, so a Ctrl-C in the terminal reaches them only through us (once,
-  not twice). Once stopping, no child is started (or started again).
+  not twice). Once stopping, no child is started (or started again), and a child still
+  running ``--shutdown-grace`` plus ``STOP_MARGIN`` seconds after the stop is killed.
 * A child that exits with status 0 has finished (``--once``, ``--mode drain``,
   ``--timeout``, or a stop): it is not started again. When every child has finished, we
   exit 0.
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pgqueuer.cli.errors import EXIT_OK, EXIT_USAGE
+from pgqueuer.config import DEFAULT_SHUTDOWN_GRACE, DEFAULT_STATEMENT_TIMEOUT
 from pgqueuer.supervisor import stop_signals
 
 logger = logging.getLogger("pgqueuer.workers")
@@ -39,6 +41,15 @@ logger = logging.getLogger("pgqueuer.workers")
 EXIT_FAILED = 1
 #: Set in each child's environment: its place in the pool, 1..N (log lines show it).
 WORKER_INDEX_VARIABLE = "PGQUEUER_WORKER_INDEX"
+#: Seconds a stopping child gets after its shutdown grace: releasing the jobs still running
+#: and writing the outcomes in hand are statements, each bounded by the statement timeout.
+STOP_MARGIN = DEFAULT_STATEMENT_TIMEOUT
+
+
+def kill_delay(shutdown_grace: float | None) -> float:
+    """Seconds from the stop request until children still running are killed."""
+    grace = DEFAULT_SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace
+    return grace + STOP_MARGIN
 
 
 def child_arguments(argv: Sequence[str]) -> list[str]:
@@ -70,11 +81,14 @@ class WorkerPool:
         *,
         restart_on_failure: bool,
         restart_delay: float,
+        kill_after: float = kill_delay(None),
     ) -> None:
         self.argv = child_arguments(argv)
         self.count = count
         self.restart_on_failure = restart_on_failure
         self.restart_delay = restart_delay
+        self.kill_after = kill_after
+        self.kill_timer: asyncio.TimerHandle | None = None
         self.children: dict[int, Child] = {}
         self.signals = 0
         self.stopping = False
@@ -97,7 +111,24 @@ class WorkerPool:
             self.stopping = True
             self.stopped.set()
             self._signal_children(signal.SIGTERM)
+            # A child still running by then is stuck (its grace and last writes are over):
+            # killing it bounds the stop, where waiting would never end. Its jobs' leases
+            # expire and they go back to the queue.
+            loop = asyncio.get_running_loop()
+            self.kill_timer = loop.call_later(self.kill_after, self._kill_stragglers)
         self.woken.set()
+
+    def _kill_stragglers(self) -> None:
+        for child in self.children.values():
+            if child.process.returncode is None:
+                logger.error(
+                    "worker %d (pid %d) has not stopped %gs after the stop; killing it",
+                    child.index,
+                    child.process.pid,
+                    self.kill_after,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
 
     def _signal_children(self, sig: signal.Signals) -> None:
         for child in self.children.values():
@@ -153,11 +184,15 @@ class WorkerPool:
             finally:
                 for task in restarts:
                     task.cancel()
+                # A spawn cut short kills its process; let that finish before we return.
+                await asyncio.gather(*restarts, return_exceptions=True)
                 if self.children:
                     self._stop_all()
-                for child in self.children.values():
+                for child in self.children.values():  # bounded by the kill timer
                     with contextlib.suppress(Exception):
                         await child.waiter
+                if self.kill_timer is not None:
+                    self.kill_timer.cancel()
         return status
 
     def _ended(self, child: Child, restarts: set[asyncio.Task[None]]) -> int:
