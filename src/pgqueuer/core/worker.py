@@ -25,9 +25,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
@@ -472,6 +473,28 @@ class QueueManager:
             self.shutdown.clear()  # a later run() starts afresh
 
 
+if sys.version_info >= (3, 12):
+
+    def _job_task(
+        loop: asyncio.AbstractEventLoop, run: Coroutine[Any, Any, None], name: str
+    ) -> asyncio.Task[None]:
+        """A job's task, run at once up to its handler's first wait (an eager task): a
+        handler that never waits (a quick one) then costs no scheduling at all, about a
+        third of a task's cost (benchmarks/PROFILE.md, section 13). The task is current
+        while it runs, so timeouts, task groups and cancellation scopes work as in a task
+        started later; the claim loop is the caller and waits for it to wait."""
+        return asyncio.Task(run, loop=loop, name=name, eager_start=True)
+
+else:
+
+    def _job_task(
+        loop: asyncio.AbstractEventLoop, run: Coroutine[Any, Any, None], name: str
+    ) -> asyncio.Task[None]:
+        # Python 3.11 has no eager tasks; creating one's current-task state by hand would
+        # take asyncio internals.
+        return loop.create_task(run, name=name)
+
+
 @contextlib.contextmanager
 def _signal_handlers(callback: Callable[[], None], *, enabled: bool) -> Iterator[None]:
     """Route SIGINT/SIGTERM to ``callback`` while running, when we are allowed to."""
@@ -761,8 +784,9 @@ class WorkerRun:
                     # Runnable jobs wait for a fleet-wide concurrency slot held elsewhere.
                     await self._wait_event(self.wake, self.settings.poll_interval)
                     continue
-                self.slot_freed.clear()
-                await self.slot_freed.wait()
+                if self.running:  # not when every job of the batch is over (eager tasks)
+                    self.slot_freed.clear()
+                    await self.slot_freed.wait()
                 continue
             await self._wait_event(self.wake, self.settings.poll_interval)
 
@@ -820,8 +844,9 @@ class WorkerRun:
             # it is rejected, leaves the job to lease expiry and a rescue).
             logger.info("job %s (%s) re-claimed after its run here ended", job.id, job.entrypoint)
             return
-        task = self.loop.create_task(self._run_job(job), name=f"pgqueuer-job-{job.id}")
-        self.running[job.id] = (job, task)
+        task = _job_task(self.loop, self._run_job(job), f"pgqueuer-job-{job.id}")
+        if not task.done():  # a handler that returned without waiting is over already
+            self.running[job.id] = (job, task)
 
     async def _run_job(self, job: Job) -> None:
         context = Context(CancellationScope(), self.manager.resources)
