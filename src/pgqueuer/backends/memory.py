@@ -534,6 +534,34 @@ class MemoryBackend:
             self._publish(WAKE_PREFIX + entrypoint)
         return report
 
+    async def release_unstarted(self, worker_id: UUID, keep: Sequence[JobId]) -> list[JobId]:
+        self._require_schema()
+        now = self._now()
+        kept = set(keep)
+        picked = [self._jobs[job_id] for ids in self._picked.values() for job_id in ids]
+        released = sorted(
+            (r for r in picked if r.queue_manager_id == worker_id and r.id not in kept),
+            key=lambda r: r.id,
+        )
+        woken: set[str] = set()
+        for record in released:
+            record.attempts = max(record.attempts - 1, 0)
+            record.queue_manager_id = None
+            record.lease_expires_at = None
+            record.updated = now
+            if record.cancel_requested:
+                record.cancel_requested = False
+                record.finished_at = now
+                self._set_status(record, "canceled")
+            else:
+                record.finished_at = None
+                self._set_status(record, "queued")
+                self._place(record, now)
+                woken.add(record.entrypoint)
+        for entrypoint in sorted(woken):
+            self._publish(WAKE_PREFIX + entrypoint)
+        return [record.id for record in released]
+
     # ---- readers and administration -----------------------------------------------------
     async def fetch_result(self, job_id: JobId) -> JobResult | None:
         self._require_schema()

@@ -193,6 +193,19 @@ class QueueBackend(Protocol):
         """
         ...
 
+    async def release_unstarted(self, worker_id: UUID, keep: Sequence[JobId]) -> list[JobId]:
+        """Put back the jobs still ``picked`` by ``worker_id`` other than ``keep``; return
+        their ids. For a worker whose run ends: what it claimed but never started (the
+        answer to a claim was lost, or the claim was cancelled after the store applied it).
+
+        Each becomes ``queued`` as the claim found it: ``attempts - 1`` (no handler ran),
+        no ``queue_manager_id``, no ``lease_expires_at``, ``execute_after`` and ``crashes``
+        unchanged. The lease is not bumped: no write matches a job that is not ``picked``,
+        and the next claim moves it on. A job asked to cancel meanwhile ends ``canceled``
+        instead. Sends one wake-up per entrypoint that got a job back.
+        """
+        ...
+
     # ---- readers and administration -----------------------------------------------------
     async def fetch_result(self, job_id: JobId) -> JobResult | None: ...
 

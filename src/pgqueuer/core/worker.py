@@ -99,6 +99,9 @@ ENDED_MEMORY_PER_SLOT = 4
 # When run() is cancelled from outside, it waits at most this long (seconds) to record the
 # outcomes already in hand, so the cancellation still ends it promptly.
 CANCELLED_FLUSH_TIMEOUT = 2.0
+# At the end of a run, putting back what it claimed and never started (one statement) waits
+# at most this long (seconds): a lost database must not hold up the stop.
+UNSTARTED_RELEASE_TIMEOUT = 2.0
 ON_FAILURE_VALUES = ("delete", "hold")
 MAX_ENTRYPOINT_LENGTH = 200
 
@@ -596,6 +599,7 @@ class WorkerRun:
             await self._finish_running(grace)
             if not loops[0].done():  # the outcome writer is alive: let it finish its work
                 await self._flush(timeout=max(self.settings.heartbeat_timeout, 5.0))
+            await self._release_unstarted()
         except asyncio.CancelledError:
             await self._stop_when_cancelled(claim, writer=loops[0])
             raise
@@ -619,13 +623,15 @@ class WorkerRun:
         heartbeats, their outcomes never written), and the outcomes still gathered would be
         lost, so jobs that had finished would run again once their leases expired. The
         running jobs are released as at a deadline; what has finished is written within
-        CANCELLED_FLUSH_TIMEOUT. A second cancellation cuts this short."""
+        CANCELLED_FLUSH_TIMEOUT; what a claim cut off here may have claimed all the same is
+        put back (_release_unstarted). A second cancellation cuts this short."""
         self._begin_stopping()
         claim.cancel()
         await asyncio.wait({claim})  # its jobs in hand are started, then released below
         await self._finish_running(0.0)
         if not writer.done():
             await self._flush(timeout=CANCELLED_FLUSH_TIMEOUT)
+        await self._release_unstarted()
 
     def _begin_stopping(self) -> None:
         """No more claims: the claim loop, and whatever it waits on, wakes up to stop."""
@@ -637,6 +643,34 @@ class WorkerRun:
         """Stop every running handler; its job goes back to the queue."""
         for job_id in list(self.running):
             self._stop_job(job_id, "release")
+
+    async def _release_unstarted(self) -> None:
+        """The last database step of a run: jobs still picked under this worker's id that it
+        neither runs nor holds an outcome for go back to the queue now, not a lease timeout
+        later. A claim whose answer was lost (a lost connection, a timeout) or that was
+        cancelled in flight (``run()`` cancelled) may have been applied all the same. Jobs
+        still running (handlers that ignored their cancellation) and outcomes not written
+        yet (their write may still land) are left to their leases, as before."""
+        keep = {*self.running, *(lease.job_id for lease in self.writer.unsettled_leases())}
+        try:
+            async with asyncio.timeout(UNSTARTED_RELEASE_TIMEOUT):
+                released = await self.backend.release_unstarted(
+                    self.manager.queue_manager_id, sorted(keep)
+                )
+        except Exception as exc:  # the run is ending: report, never replace its own ending
+            logger.warning(
+                "could not put jobs claimed here but never started back in the queue "
+                "(%s: %s); they are rescued once their leases expire",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        if released:
+            logger.info(
+                "put %d jobs claimed here but never started back in the queue: %s",
+                len(released),
+                sorted(released)[:20],
+            )
 
     async def _wait_for_stop(self) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0)

@@ -534,6 +534,33 @@ woken AS (
 SELECT r.id, r.status, (SELECT n FROM woken) AS woken FROM rescued r
 """
 
+# At the end of a worker's run: jobs still picked under its id ($1) that it is not running
+# and holds no outcome for (the ids in $2, comma-separated text as in _IDS_1) were claimed
+# but never started: the claim's answer was lost, or its statement was cancelled after the
+# server had applied it. They go back to the queue at once, as the claim found them, instead
+# of waiting for their lease to expire: the attempt is given back (no handler ran) and crashes
+# are left alone. The lease is not bumped (nobody can write under it: every write needs
+# status 'picked', and the next claim moves it on). A job asked to cancel meanwhile ends
+# canceled, as rescue would end it. Requeued jobs wake their workers ($3 is the channel).
+RELEASE_UNSTARTED: Final = """
+WITH released AS (
+    UPDATE {jobs} j
+    SET status = CASE WHEN j.cancel_requested THEN 'canceled' ELSE 'queued' END,
+        attempts = GREATEST(j.attempts - 1, 0),
+        finished_at = CASE WHEN j.cancel_requested THEN now() ELSE NULL END,
+        queue_manager_id = NULL, lease_expires_at = NULL, cancel_requested = false,
+        updated = now()
+    WHERE j.status = 'picked' AND j.queue_manager_id = $1::uuid
+      AND j.id <> ALL(string_to_array($2::text, ',')::bigint[])
+    RETURNING j.id, j.status, j.entrypoint
+),
+woken AS (
+    SELECT count(pg_notify($3::text, 'w:' || r.entrypoint)) AS n
+    FROM (SELECT DISTINCT entrypoint FROM released WHERE status = 'queued') r
+)
+SELECT r.id, r.status, (SELECT n FROM woken) AS woken FROM released r
+"""
+
 # ---- readers and administration -----------------------------------------------------------
 
 FETCH_RESULT: Final = "SELECT " + RESULT_COLUMNS + " FROM {jobs} j WHERE j.id = $1::bigint"
@@ -860,6 +887,7 @@ class Statements:
     finish_claim_one: str
     finish_claim_many: str
     rescue_expired: str
+    release_unstarted: str
     fetch_result: str
     fetch_job: str
     job_statuses: str
@@ -931,6 +959,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "finish_claim_one": FINISH_CLAIM_ONE,
     "finish_claim_many": FINISH_CLAIM_MANY,
     "rescue_expired": RESCUE_EXPIRED,
+    "release_unstarted": RELEASE_UNSTARTED,
     "fetch_result": FETCH_RESULT,
     "fetch_job": FETCH_JOB,
     "job_statuses": JOB_STATUSES,
