@@ -450,14 +450,18 @@ class MemoryBackend:
         )
 
     async def finish(
-        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False
     ) -> set[JobId]:
         self._require_schema()
         now = self._now()
         accepted: set[JobId] = set()
         for outcome in outcomes:
             record = self._jobs.get(outcome.job_id)
-            if record is None or not self._holds(record, outcome.lease, worker_id):
+            if record is None:
+                continue
+            if not self._holds(record, outcome.lease, worker_id):
+                if resent and self._recorded(record, outcome, worker_id):
+                    accepted.add(record.id)
                 continue
             accepted.add(record.id)
             record.crashes = 0
@@ -482,6 +486,19 @@ class MemoryBackend:
                 record.finished_at = now
                 self._set_status(record, outcome.status)
         return accepted
+
+    @staticmethod
+    def _recorded(record: _Record, outcome: Outcome, worker_id: UUID | None) -> bool:
+        """``outcome`` was recorded already (by an earlier ``finish`` whose answer was lost):
+        the job ended in its status under its lease, claimed by ``worker_id``. A requeue
+        clears the worker, so only a terminal status can be recognised (as in SQL)."""
+        return (
+            worker_id is not None
+            and outcome.status != "queued"
+            and record.status == outcome.status
+            and record.lease == outcome.lease
+            and record.queue_manager_id == worker_id
+        )
 
     async def heartbeat(
         self, leases: Sequence[Lease], lease_seconds: float, worker_id: UUID | None = None

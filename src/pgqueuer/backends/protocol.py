@@ -143,7 +143,7 @@ class QueueBackend(Protocol):
         ...
 
     async def finish(
-        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False
     ) -> set[JobId]:
         """Record the end of runs in one step; return the ids whose lease still matched.
 
@@ -154,6 +154,13 @@ class QueueBackend(Protocol):
         retry_delay``; when ``count_attempt`` is False the attempt is given back
         (``attempts - 1``). Terminal statuses set ``finished_at``; ``successful`` stores
         ``result_json``; failures store ``error``. Any outcome resets ``crashes`` to 0.
+
+        ``resent``: these outcomes were sent before and no answer came (a timeout, a lost
+        connection, a cancelled call), so they may be recorded already. A terminal outcome
+        whose job already ended in that status under the same lease, claimed by
+        ``worker_id`` (required for this), is then returned as accepted too, once that
+        earlier call has finished in the store. A requeue keeps no worker id to recognise
+        it by: a ``queued`` outcome is accepted only if it applies now.
         """
         ...
 

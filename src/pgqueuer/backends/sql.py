@@ -581,11 +581,15 @@ class SqlBackend:
         return bool(rows[0]["present"])
 
     async def finish(
-        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False
     ) -> set[JobId]:
         if not outcomes:
             return set()
-        if _plain_successes(outcomes):
+        if resent and worker_id is not None:
+            rows = await self.lease_session.fetch(
+                self.sql.finish_resent, *_finish_arrays(outcomes), worker_id
+            )
+        elif _plain_successes(outcomes):
             rows = await self.lease_session.fetch(
                 self.sql.finish_success, *_id_lists(outcomes), worker_id
             )

@@ -759,8 +759,15 @@ class WorkerRun:
             outcomes: list[Outcome] = []
             if unlimited and self.entrypoints:
                 self.writer.hold(gather)
-                if carry and (
-                    self.writer.buffered >= carry_all or self.writer.buffered_for() >= CARRY_WAIT
+                # Not outcomes being resent: only the writer's statement recognises those
+                # an earlier statement recorded before its answer was lost.
+                if (
+                    carry
+                    and not self.writer.resending
+                    and (
+                        self.writer.buffered >= carry_all
+                        or self.writer.buffered_for() >= CARRY_WAIT
+                    )
                 ):
                     outcomes = self.writer.take()
             try:
@@ -998,13 +1005,30 @@ class WorkerRun:
             ended.clear()
             ended.update(newest)
 
-    def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
+    def _on_written(
+        self,
+        outcomes: list[Outcome],
+        accepted: set[JobId],
+        resent: frozenset[JobId] = frozenset(),
+    ) -> None:
         if len(accepted) == len(outcomes):  # ids are distinct: every outcome was accepted
             return
         for outcome in outcomes:
             if outcome.job_id not in accepted:
                 if self.ended.get(outcome.job_id) == outcome.lease:
                     del self.ended[outcome.job_id]  # not settled: a re-claim must run it
+                if outcome.status == "queued" and outcome.job_id in resent:
+                    # Sent before without an answer (that outage was logged), and a requeue
+                    # keeps no worker id to recognise it by (QueueBackend.finish, resent):
+                    # neither "recorded" nor "rejected" can be told, so neither is claimed.
+                    logger.info(
+                        "outcome of job %s (queued) not confirmed: the job is no longer picked "
+                        "under lease %s; the earlier write whose answer was lost may have "
+                        "recorded it, or the job was rescued or cancelled meanwhile",
+                        outcome.job_id,
+                        outcome.lease,
+                    )
+                    continue
                 logger.warning(
                     "outcome of job %s (%s) rejected: its lease %s is no longer current (the "
                     "job was rescued and re-claimed, or cancelled)",

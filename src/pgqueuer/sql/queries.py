@@ -424,6 +424,36 @@ RETURNING j.id
 
 FINISH: Final = _FINISH_UPDATE.replace(":fence", "$8")
 
+# FINISH for outcomes sent before without an answer (a timeout, a lost connection, a
+# cancelled statement): that statement may have recorded them, so a job found already ended
+# in the outcome's status, under its lease and claimed by this worker ($8, required here),
+# counts as accepted too. Nothing else writes that state: a rescue or a re-claim moves the
+# lease on, and another worker's outcome never matches our worker id. A requeue (status
+# 'queued') clears the worker, so it cannot be recognised and is left out. The rows are
+# read FOR SHARE: if that earlier statement is still committing, this waits for it and
+# reads the row as it left it (READ COMMITTED re-reads a locked row that changed). Rows the
+# UPDATE changes in this statement are skipped by the locking read (changed by this very
+# command), so a row counts once.
+FINISH_RESENT: Final = (
+    "WITH finished AS ("
+    + FINISH
+    + """),
+recorded AS (
+    SELECT j.id, j.status, o.status AS wanted
+    FROM {jobs} j
+    JOIN unnest("""
+    + _IDS_LEASES
+    + """,
+            $3::text[]) AS o(id, lease, status) ON j.id = o.id
+    WHERE j.lease = o.lease AND j.queue_manager_id = $8::uuid AND o.status <> 'queued'
+    FOR SHARE OF j
+)
+SELECT id FROM finished
+UNION ALL
+SELECT id FROM recorded WHERE status = wanted
+"""
+)
+
 # Settling a batch in which every handler returned None (the common outcome): ids and
 # leases only, the same fencing as FINISH, and the same end state as FINISH writes for a
 # successful run whose result is SQL NULL.
@@ -878,6 +908,7 @@ class Statements:
     claim_lock: str
     has_runnable: str
     finish: str
+    finish_resent: str
     heartbeat: str
     claim_one: str
     claim_many: str
@@ -950,6 +981,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "claim_lock": CLAIM_LOCK,
     "has_runnable": HAS_RUNNABLE,
     "finish": FINISH,
+    "finish_resent": FINISH_RESENT,
     "heartbeat": HEARTBEAT,
     "claim_one": CLAIM_ONE,
     "claim_many": CLAIM_MANY,
