@@ -275,3 +275,62 @@ async def test_outcomes_are_fenced_by_the_claiming_worker(backend: QueueBackend)
         [EntrypointLimit("a")], 1, ours, 30.0, [Outcome(other.id, other.lease, "successful")]
     )
     assert accepted == {other.id}
+
+
+async def test_resent_outcomes_already_recorded_count_as_accepted(backend: QueueBackend) -> None:
+    # An earlier finish recorded these, but its answer was lost: sent again as resent, the
+    # terminal ones are recognised (same status, lease and worker) and nothing is rewritten.
+    await backend.enqueue([NewJob("a", None) for _ in range(7)], "raise")
+    worker = uuid4()
+    done, failed, retried, fresh, mismatched, moved_on, unrecorded = await backend.claim(
+        [EntrypointLimit("a")], 7, worker, 30.0
+    )
+    error = ErrorInfo("ValueError", "no")
+    earlier = [
+        Outcome(done.id, done.lease, "successful", result_json='"first"'),
+        Outcome(failed.id, failed.lease, "exception", error=error),
+        Outcome(retried.id, retried.lease, "queued", error=error, retry_delay=3600),
+        Outcome(mismatched.id, mismatched.lease, "successful"),
+    ]
+    assert await backend.finish(earlier, worker) == {o.job_id for o in earlier}
+    before = await backend.fetch_result(done.id)
+    resent = [
+        *earlier[:3],
+        Outcome(fresh.id, fresh.lease, "successful"),  # the earlier call did not get to it
+        Outcome(mismatched.id, mismatched.lease, "canceled"),  # not what was recorded
+    ]
+    assert await backend.finish(resent, worker) == {fresh.id}  # not resent: rejected
+    again = Outcome(done.id, done.lease, "successful", result_json='"first"')
+    assert await backend.finish([again], worker, resent=True) == {done.id}
+    assert await backend.finish(resent[:2], worker, resent=True) == {done.id, failed.id}
+    # One the earlier call never recorded is written now, and counted once.
+    first_time = Outcome(unrecorded.id, unrecorded.lease, "exception", error=error)
+    assert await backend.finish([first_time, again], worker, resent=True) == {
+        unrecorded.id,
+        done.id,
+    }
+    assert dict(await backend.job_statuses([unrecorded.id])) == {unrecorded.id: "exception"}
+    # Only the worker that claimed the job can be recognised, and only when it says so.
+    assert await backend.finish([again], uuid4(), resent=True) == set()
+    assert await backend.finish([again], None, resent=True) == set()
+    # A requeue keeps no worker id: it cannot be told from someone else's requeue.
+    assert await backend.finish([resent[2]], worker, resent=True) == set()
+    assert await backend.finish([resent[4]], worker, resent=True) == set()
+    after = await backend.fetch_result(done.id)
+    assert before is not None and after is not None
+    assert (after.raw_status, after.result, after.finished_at) == (
+        "successful",
+        "first",
+        before.finished_at,
+    )
+    statuses = dict(await backend.job_statuses([mismatched.id, retried.id]))
+    assert statuses == {mismatched.id: "successful", retried.id: "queued"}
+
+    # Back in the queue, claimed and finished elsewhere: the lease moved on, and our late
+    # outcome is a real rejection.
+    await backend.finish([Outcome(moved_on.id, moved_on.lease, "queued")], worker)
+    (taken,) = await backend.claim([EntrypointLimit("a")], 1, uuid4(), 30.0)
+    assert taken.id == moved_on.id
+    assert await backend.finish([Outcome(taken.id, taken.lease, "successful")]) == {taken.id}
+    late = Outcome(moved_on.id, moved_on.lease, "successful")
+    assert await backend.finish([late], worker, resent=True) == set()

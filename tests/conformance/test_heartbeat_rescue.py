@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
-from pgqueuer.backends.protocol import QueueBackend
+from pgqueuer.backends.protocol import WAKE_PREFIX, QueueBackend
 from pgqueuer.models import EntrypointLimit, Job, Lease, NewJob, Outcome, RescueReport
 from pgqueuer.types import JobId
 
@@ -152,3 +152,52 @@ async def test_expired_job_that_was_asked_to_cancel_ends_canceled(
     assert result is not None
     assert (result.status, result.raw_status) == ("cancelled", "canceled")
     assert result.finished_at is not None
+
+
+async def test_release_unstarted_puts_back_what_a_worker_claimed_and_does_not_run(
+    backend: QueueBackend, wait_until: WaitUntil
+) -> None:
+    await backend.enqueue([NewJob("a", None) for _ in range(4)], "raise")
+    await backend.enqueue([NewJob("b", None)], "raise")
+    worker = uuid4()
+    running, unstarted, asked_to_cancel, finished = await backend.claim(
+        [EntrypointLimit("a")], 4, worker, 30.0
+    )
+    (elsewhere,) = await backend.claim([EntrypointLimit("b")], 1, uuid4(), 30.0)
+    assert await backend.finish([Outcome(finished.id, finished.lease, "successful")], worker)
+    assert await backend.cancel([asked_to_cancel.id]) == [asked_to_cancel.id]
+    inbox: list[str] = []
+    subscription = await backend.listen(inbox.append)
+    try:
+        released = await backend.release_unstarted(worker, [running.id])
+
+        async def woken() -> bool:
+            return WAKE_PREFIX + "a" in inbox
+
+        await wait_until(woken, what="a wake-up for the requeued job")
+    finally:
+        await subscription.close()
+    assert sorted(released) == sorted([unstarted.id, asked_to_cancel.id])
+    assert dict(await backend.job_statuses([j.id for j in (running, elsewhere, finished)])) == {
+        running.id: "picked",  # still running: kept
+        elsewhere.id: "picked",  # another worker's
+        finished.id: "successful",
+    }
+    back = await backend.fetch_job(unstarted.id)
+    assert back is not None
+    # As the claim found it: the attempt given back, no worker, the lease number kept.
+    assert (back.status, back.attempts, back.queue_manager_id) == ("queued", 0, None)
+    assert back.lease == unstarted.lease
+    canceled = await backend.fetch_result(asked_to_cancel.id)
+    assert canceled is not None and canceled.raw_status == "canceled"
+    assert canceled.finished_at is not None
+    # No write under the released claim matches any more; the next claim moves the lease on.
+    fenced = [Lease(unstarted.id, unstarted.lease)]
+    assert (await backend.heartbeat(fenced, 30.0, worker)).alive == frozenset()
+    outcome = Outcome(unstarted.id, unstarted.lease, "successful")
+    assert await backend.finish([outcome], worker) == set()
+    (again,) = await backend.claim([EntrypointLimit("a")], 1, uuid4(), 30.0)
+    assert (again.id, again.attempts) == (unstarted.id, 1)
+    assert again.lease > unstarted.lease
+    assert await backend.release_unstarted(worker, []) == [running.id]
+    assert await backend.release_unstarted(worker, []) == []

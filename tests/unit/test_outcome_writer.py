@@ -9,12 +9,13 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
+from uuid import uuid4
 
 import pytest
 
 from pgqueuer.backends.memory import MemoryBackend
 from pgqueuer.core.outcomes import OutcomeWriter
-from pgqueuer.models import Outcome
+from pgqueuer.models import EntrypointLimit, NewJob, Outcome
 from pgqueuer.types import JobId
 
 
@@ -58,7 +59,9 @@ class _Written:
         self.batches: list[tuple[float, list[int]]] = []
         self.event = asyncio.Event()
 
-    def __call__(self, batch: list[Outcome], accepted: set[JobId]) -> None:
+    def __call__(
+        self, batch: list[Outcome], accepted: set[JobId], resent: frozenset[JobId]
+    ) -> None:
         self.batches.append((time.monotonic(), [o.job_id for o in batch]))
         self.event.set()
 
@@ -117,3 +120,36 @@ async def test_a_gathering_writer_writes_a_full_statement_at_once() -> None:
         writer.add(_outcome(3))
         await written.next(timeout=5.0)  # long before the minute
         assert [ids for _, ids in written.batches] == [[1, 2, 3]]
+
+
+async def test_outcomes_given_back_are_resent_by_the_writer_even_while_held() -> None:
+    # A claim carried these outcomes and failed after the store recorded them (its answer
+    # was lost). The writer sends them again at once, as resent, although it is held, and
+    # the store recognises them: they are reported accepted, not rejected.
+    backend = await _installed()
+    worker = uuid4()
+    await backend.enqueue([NewJob("a", None)], "raise")
+    (job,) = await backend.claim([EntrypointLimit("a")], 1, worker, 30.0)
+    written = _Written()
+    accepted: list[tuple[set[JobId], frozenset[JobId]]] = []
+
+    def record(batch: list[Outcome], ids: set[JobId], resent: frozenset[JobId]) -> None:
+        accepted.append((ids, resent))
+        written(batch, ids, resent)
+
+    writer = OutcomeWriter(backend, on_written=record, worker_id=worker)
+    running = asyncio.create_task(writer.run())
+    try:
+        writer.hold()
+        writer.add(Outcome(job.id, job.lease, "successful"))
+        batch = writer.take()
+        assert await backend.finish(batch, worker) == {job.id}  # recorded; answer lost
+        writer.give_back(batch)
+        assert writer.resending  # the claim loop carries nothing now
+        await written.next(timeout=5.0)  # still held: written all the same
+        assert accepted == [({job.id}, frozenset({job.id}))]
+        assert not writer.resending and writer.pending == 0
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -450,14 +450,18 @@ class MemoryBackend:
         )
 
     async def finish(
-        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False
     ) -> set[JobId]:
         self._require_schema()
         now = self._now()
         accepted: set[JobId] = set()
         for outcome in outcomes:
             record = self._jobs.get(outcome.job_id)
-            if record is None or not self._holds(record, outcome.lease, worker_id):
+            if record is None:
+                continue
+            if not self._holds(record, outcome.lease, worker_id):
+                if resent and self._recorded(record, outcome, worker_id):
+                    accepted.add(record.id)
                 continue
             accepted.add(record.id)
             record.crashes = 0
@@ -482,6 +486,19 @@ class MemoryBackend:
                 record.finished_at = now
                 self._set_status(record, outcome.status)
         return accepted
+
+    @staticmethod
+    def _recorded(record: _Record, outcome: Outcome, worker_id: UUID | None) -> bool:
+        """``outcome`` was recorded already (by an earlier ``finish`` whose answer was lost):
+        the job ended in its status under its lease, claimed by ``worker_id``. A requeue
+        clears the worker, so only a terminal status can be recognised (as in SQL)."""
+        return (
+            worker_id is not None
+            and outcome.status != "queued"
+            and record.status == outcome.status
+            and record.lease == outcome.lease
+            and record.queue_manager_id == worker_id
+        )
 
     async def heartbeat(
         self, leases: Sequence[Lease], lease_seconds: float, worker_id: UUID | None = None
@@ -533,6 +550,34 @@ class MemoryBackend:
         for entrypoint in sorted({self._jobs[i].entrypoint for i in report.requeued}):
             self._publish(WAKE_PREFIX + entrypoint)
         return report
+
+    async def release_unstarted(self, worker_id: UUID, keep: Sequence[JobId]) -> list[JobId]:
+        self._require_schema()
+        now = self._now()
+        kept = set(keep)
+        picked = [self._jobs[job_id] for ids in self._picked.values() for job_id in ids]
+        released = sorted(
+            (r for r in picked if r.queue_manager_id == worker_id and r.id not in kept),
+            key=lambda r: r.id,
+        )
+        woken: set[str] = set()
+        for record in released:
+            record.attempts = max(record.attempts - 1, 0)
+            record.queue_manager_id = None
+            record.lease_expires_at = None
+            record.updated = now
+            if record.cancel_requested:
+                record.cancel_requested = False
+                record.finished_at = now
+                self._set_status(record, "canceled")
+            else:
+                record.finished_at = None
+                self._set_status(record, "queued")
+                self._place(record, now)
+                woken.add(record.entrypoint)
+        for entrypoint in sorted(woken):
+            self._publish(WAKE_PREFIX + entrypoint)
+        return [record.id for record in released]
 
     # ---- readers and administration -----------------------------------------------------
     async def fetch_result(self, job_id: JobId) -> JobResult | None:

@@ -143,7 +143,7 @@ class QueueBackend(Protocol):
         ...
 
     async def finish(
-        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False
     ) -> set[JobId]:
         """Record the end of runs in one step; return the ids whose lease still matched.
 
@@ -154,6 +154,13 @@ class QueueBackend(Protocol):
         retry_delay``; when ``count_attempt`` is False the attempt is given back
         (``attempts - 1``). Terminal statuses set ``finished_at``; ``successful`` stores
         ``result_json``; failures store ``error``. Any outcome resets ``crashes`` to 0.
+
+        ``resent``: these outcomes were sent before and no answer came (a timeout, a lost
+        connection, a cancelled call), so they may be recorded already. A terminal outcome
+        whose job already ended in that status under the same lease, claimed by
+        ``worker_id`` (required for this), is then returned as accepted too, once that
+        earlier call has finished in the store. A requeue keeps no worker id to recognise
+        it by: a ``queued`` outcome is accepted only if it applies now.
         """
         ...
 
@@ -190,6 +197,19 @@ class QueueBackend(Protocol):
         ``crashes`` goes up by one; when it reaches ``max_crashes`` the job becomes
         ``exception`` with the error "worker crashed N times" instead of being requeued.
         The lease is bumped, so the lost worker can no longer write.
+        """
+        ...
+
+    async def release_unstarted(self, worker_id: UUID, keep: Sequence[JobId]) -> list[JobId]:
+        """Put back the jobs still ``picked`` by ``worker_id`` other than ``keep``; return
+        their ids. For a worker whose run ends: what it claimed but never started (the
+        answer to a claim was lost, or the claim was cancelled after the store applied it).
+
+        Each becomes ``queued`` as the claim found it: ``attempts - 1`` (no handler ran),
+        no ``queue_manager_id``, no ``lease_expires_at``, ``execute_after`` and ``crashes``
+        unchanged. The lease is not bumped: no write matches a job that is not ``picked``,
+        and the next claim moves it on. A job asked to cancel meanwhile ends ``canceled``
+        instead. Sends one wake-up per entrypoint that got a job back.
         """
         ...
 

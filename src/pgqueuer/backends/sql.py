@@ -30,7 +30,7 @@ from pgqueuer.backends.protocol import (
     Subscription,
 )
 from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES, DatabaseNames
-from pgqueuer.errors import DuplicateJobError, SchemaError
+from pgqueuer.errors import DatabaseUnavailableError, DuplicateJobError, SchemaError
 from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
     ActiveWorker,
@@ -581,11 +581,15 @@ class SqlBackend:
         return bool(rows[0]["present"])
 
     async def finish(
-        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None
+        self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False
     ) -> set[JobId]:
         if not outcomes:
             return set()
-        if _plain_successes(outcomes):
+        if resent and worker_id is not None:
+            rows = await self.lease_session.fetch(
+                self.sql.finish_resent, *_finish_arrays(outcomes), worker_id
+            )
+        elif _plain_successes(outcomes):
             rows = await self.lease_session.fetch(
                 self.sql.finish_success, *_id_lists(outcomes), worker_id
             )
@@ -622,6 +626,24 @@ class SqlBackend:
             else:
                 report.poisoned.append(JobId(row["id"]))
         return report
+
+    async def release_unstarted(self, worker_id: UUID, keep: Sequence[JobId]) -> list[JobId]:
+        args = (worker_id, id_list(sorted(keep)), self.names.channel)
+        try:
+            # The connection claims run on: a claim cancelled in flight may still be running
+            # on the server, and only a statement sent after it on the same connection is
+            # sure to run after it (asyncpg holds the next statement back until the server
+            # has answered the cancelled one; psycopg and a pool's release wait for that
+            # answer before the claim returns).
+            rows = await self.connector.fetch(self.sql.release_unstarted, *args)
+        except DatabaseUnavailableError:
+            if self.lease_session is self.connector:
+                raise
+            # That connection is lost (a single connection cannot be reopened): the server
+            # has most likely ended or applied the claim by now; the outcome connection
+            # gets the jobs back if so.
+            rows = await self.lease_session.fetch(self.sql.release_unstarted, *args)
+        return [JobId(row["id"]) for row in rows]
 
     # ---- readers and administration -----------------------------------------------------
     async def fetch_result(self, job_id: JobId) -> JobResult | None:

@@ -59,12 +59,18 @@ class OutcomeWriter:
     When the writer has a connection of its own, the claim loop holds it only to gather:
     ``hold(gather=s)`` lets it write once the oldest outcome has waited ``s`` seconds or a
     statement's worth (``max_batch``) is pending.
+
+    Outcomes given back may have been recorded all the same (the statement failed or was
+    cancelled after the server applied it, and its answer was lost). Until they are settled
+    they are ``resending``: only the writer's own statement takes them, sent as ``resent``,
+    which recognises the ones already recorded, so they are not reported as rejected; the
+    claim loop carries none meanwhile, and a held writer writes them at once.
     """
 
     def __init__(
         self,
         backend: QueueBackend,
-        on_written: Callable[[list[Outcome], set[JobId]], None] | None = None,
+        on_written: Callable[[list[Outcome], set[JobId], frozenset[JobId]], None] | None = None,
         max_batch: int = 1000,
         *,
         outage: OutageLog | None = None,
@@ -80,6 +86,8 @@ class OutcomeWriter:
         self._unsettled = 0  # added and not yet written: pending, or in some statement
         # Batches taken for a statement and not settled or given back yet, by identity.
         self._in_statement: dict[int, list[Outcome]] = {}
+        # (job id, lease) of outcomes given back and not settled since: they may be recorded.
+        self._maybe_recorded: set[tuple[JobId, int]] = set()
         self._has_work = asyncio.Event()
         self._full = asyncio.Event()  # max_batch outcomes pending (wakes a gathering writer)
         self._may_write = asyncio.Event()
@@ -118,6 +126,12 @@ class OutcomeWriter:
     def max_batch(self) -> int:
         """The most outcomes one statement writes (``take`` returns at most this many)."""
         return self._max_batch
+
+    @property
+    def resending(self) -> bool:
+        """Outcomes given back wait to be written again, by the writer itself (``resent``):
+        a claim must not carry them, its statement would not recognise them as recorded."""
+        return bool(self._maybe_recorded)
 
     def buffered_for(self) -> float:
         """Seconds the oldest outcome waiting for a statement has waited (0 if none)."""
@@ -168,8 +182,13 @@ class OutcomeWriter:
         """``batch`` (from ``take``) was written; ``accepted`` are the ids that matched."""
         self._in_statement.pop(id(batch), None)
         self._unsettled -= len(batch)
+        resent: frozenset[JobId] = frozenset()
+        if self._maybe_recorded:
+            maybe = self._maybe_recorded
+            resent = frozenset(o.job_id for o in batch if (o.job_id, o.lease) in maybe)
+            maybe.difference_update((o.job_id, o.lease) for o in batch)
         if self._on_written is not None:
-            self._on_written(batch, accepted)
+            self._on_written(batch, accepted, resent)
         if self._unsettled == 0 and self._failure is None:
             self._idle.set()
 
@@ -177,6 +196,8 @@ class OutcomeWriter:
         """``batch`` (from ``take``) was not written: write it later, first."""
         self._in_statement.pop(id(batch), None)
         if batch:
+            # Its statement may have been applied before it failed or was cancelled.
+            self._maybe_recorded.update((o.job_id, o.lease) for o in batch)
             self._pending[:0] = batch
             self._pending_since = float("-inf")
             if self._failure is None:
@@ -201,6 +222,10 @@ class OutcomeWriter:
         """Return when pending outcomes may be written: released, or held to gather and the
         oldest has waited long enough (or a statement's worth is pending)."""
         while not self._may_write.is_set():
+            if self._maybe_recorded:
+                # Outcomes to resend, which no claim carries: written now. (The claim loop
+                # releases the writer when it gives outcomes back, which wakes this wait.)
+                return
             gather = self._gather
             if gather is None:
                 await self._may_write.wait()
@@ -228,7 +253,10 @@ class OutcomeWriter:
                 continue  # a claim took them while we waited
             try:
                 faultpoint("finish_error")
-                accepted = await self._backend.finish(batch, self._worker_id)
+                resent = bool(self._maybe_recorded) and any(
+                    (o.job_id, o.lease) in self._maybe_recorded for o in batch
+                )
+                accepted = await self._backend.finish(batch, self._worker_id, resent=resent)
             except DatabaseUnavailableError as exc:
                 self.give_back(batch)
                 self._outage.failed(f"recording {len(batch)} job outcomes", exc)

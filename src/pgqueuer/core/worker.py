@@ -100,6 +100,9 @@ ENDED_MEMORY_PER_SLOT = 4
 # When run() is cancelled from outside, it waits at most this long (seconds) to record the
 # outcomes already in hand, so the cancellation still ends it promptly.
 CANCELLED_FLUSH_TIMEOUT = 2.0
+# At the end of a run, putting back what it claimed and never started (one statement) waits
+# at most this long (seconds): a lost database must not hold up the stop.
+UNSTARTED_RELEASE_TIMEOUT = 2.0
 ON_FAILURE_VALUES = ("delete", "hold")
 MAX_ENTRYPOINT_LENGTH = 200
 
@@ -619,6 +622,7 @@ class WorkerRun:
             await self._finish_running(grace)
             if not loops[0].done():  # the outcome writer is alive: let it finish its work
                 await self._flush(timeout=max(self.settings.heartbeat_timeout, 5.0))
+            await self._release_unstarted()
         except asyncio.CancelledError:
             await self._stop_when_cancelled(claim, writer=loops[0])
             raise
@@ -642,13 +646,15 @@ class WorkerRun:
         heartbeats, their outcomes never written), and the outcomes still gathered would be
         lost, so jobs that had finished would run again once their leases expired. The
         running jobs are released as at a deadline; what has finished is written within
-        CANCELLED_FLUSH_TIMEOUT. A second cancellation cuts this short."""
+        CANCELLED_FLUSH_TIMEOUT; what a claim cut off here may have claimed all the same is
+        put back (_release_unstarted). A second cancellation cuts this short."""
         self._begin_stopping()
         claim.cancel()
         await asyncio.wait({claim})  # its jobs in hand are started, then released below
         await self._finish_running(0.0)
         if not writer.done():
             await self._flush(timeout=CANCELLED_FLUSH_TIMEOUT)
+        await self._release_unstarted()
 
     def _begin_stopping(self) -> None:
         """No more claims: the claim loop, and whatever it waits on, wakes up to stop."""
@@ -660,6 +666,34 @@ class WorkerRun:
         """Stop every running handler; its job goes back to the queue."""
         for job_id in list(self.running):
             self._stop_job(job_id, "release")
+
+    async def _release_unstarted(self) -> None:
+        """The last database step of a run: jobs still picked under this worker's id that it
+        neither runs nor holds an outcome for go back to the queue now, not a lease timeout
+        later. A claim whose answer was lost (a lost connection, a timeout) or that was
+        cancelled in flight (``run()`` cancelled) may have been applied all the same. Jobs
+        still running (handlers that ignored their cancellation) and outcomes not written
+        yet (their write may still land) are left to their leases, as before."""
+        keep = {*self.running, *(lease.job_id for lease in self.writer.unsettled_leases())}
+        try:
+            async with asyncio.timeout(UNSTARTED_RELEASE_TIMEOUT):
+                released = await self.backend.release_unstarted(
+                    self.manager.queue_manager_id, sorted(keep)
+                )
+        except Exception as exc:  # the run is ending: report, never replace its own ending
+            logger.warning(
+                "could not put jobs claimed here but never started back in the queue "
+                "(%s: %s); they are rescued once their leases expire",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        if released:
+            logger.info(
+                "put %d jobs claimed here but never started back in the queue: %s",
+                len(released),
+                sorted(released)[:20],
+            )
 
     async def _wait_for_stop(self) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0)
@@ -748,8 +782,15 @@ class WorkerRun:
             outcomes: list[Outcome] = []
             if unlimited and self.entrypoints:
                 self.writer.hold(gather)
-                if carry and (
-                    self.writer.buffered >= carry_all or self.writer.buffered_for() >= CARRY_WAIT
+                # Not outcomes being resent: only the writer's statement recognises those
+                # an earlier statement recorded before its answer was lost.
+                if (
+                    carry
+                    and not self.writer.resending
+                    and (
+                        self.writer.buffered >= carry_all
+                        or self.writer.buffered_for() >= CARRY_WAIT
+                    )
                 ):
                     outcomes = self.writer.take()
             try:
@@ -989,13 +1030,30 @@ class WorkerRun:
             ended.clear()
             ended.update(newest)
 
-    def _on_written(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
+    def _on_written(
+        self,
+        outcomes: list[Outcome],
+        accepted: set[JobId],
+        resent: frozenset[JobId] = frozenset(),
+    ) -> None:
         if len(accepted) == len(outcomes):  # ids are distinct: every outcome was accepted
             return
         for outcome in outcomes:
             if outcome.job_id not in accepted:
                 if self.ended.get(outcome.job_id) == outcome.lease:
                     del self.ended[outcome.job_id]  # not settled: a re-claim must run it
+                if outcome.status == "queued" and outcome.job_id in resent:
+                    # Sent before without an answer (that outage was logged), and a requeue
+                    # keeps no worker id to recognise it by (QueueBackend.finish, resent):
+                    # neither "recorded" nor "rejected" can be told, so neither is claimed.
+                    logger.info(
+                        "outcome of job %s (queued) not confirmed: the job is no longer picked "
+                        "under lease %s; the earlier write whose answer was lost may have "
+                        "recorded it, or the job was rescued or cancelled meanwhile",
+                        outcome.job_id,
+                        outcome.lease,
+                    )
+                    continue
                 logger.warning(
                     "outcome of job %s (%s) rejected: its lease %s is no longer current (the "
                     "job was rescued and re-claimed, or cancelled)",

@@ -424,6 +424,36 @@ RETURNING j.id
 
 FINISH: Final = _FINISH_UPDATE.replace(":fence", "$8")
 
+# FINISH for outcomes sent before without an answer (a timeout, a lost connection, a
+# cancelled statement): that statement may have recorded them, so a job found already ended
+# in the outcome's status, under its lease and claimed by this worker ($8, required here),
+# counts as accepted too. Nothing else writes that state: a rescue or a re-claim moves the
+# lease on, and another worker's outcome never matches our worker id. A requeue (status
+# 'queued') clears the worker, so it cannot be recognised and is left out. The rows are
+# read FOR SHARE: if that earlier statement is still committing, this waits for it and
+# reads the row as it left it (READ COMMITTED re-reads a locked row that changed). Rows the
+# UPDATE changes in this statement are skipped by the locking read (changed by this very
+# command), so a row counts once.
+FINISH_RESENT: Final = (
+    "WITH finished AS ("
+    + FINISH
+    + """),
+recorded AS (
+    SELECT j.id, j.status, o.status AS wanted
+    FROM {jobs} j
+    JOIN unnest("""
+    + _IDS_LEASES
+    + """,
+            $3::text[]) AS o(id, lease, status) ON j.id = o.id
+    WHERE j.lease = o.lease AND j.queue_manager_id = $8::uuid AND o.status <> 'queued'
+    FOR SHARE OF j
+)
+SELECT id FROM finished
+UNION ALL
+SELECT id FROM recorded WHERE status = wanted
+"""
+)
+
 # Settling a batch in which every handler returned None (the common outcome): ids and
 # leases only, the same fencing as FINISH, and the same end state as FINISH writes for a
 # successful run whose result is SQL NULL.
@@ -532,6 +562,33 @@ woken AS (
     FROM (SELECT DISTINCT entrypoint FROM rescued WHERE status = 'queued') r
 )
 SELECT r.id, r.status, (SELECT n FROM woken) AS woken FROM rescued r
+"""
+
+# At the end of a worker's run: jobs still picked under its id ($1) that it is not running
+# and holds no outcome for (the ids in $2, comma-separated text as in _IDS_1) were claimed
+# but never started: the claim's answer was lost, or its statement was cancelled after the
+# server had applied it. They go back to the queue at once, as the claim found them, instead
+# of waiting for their lease to expire: the attempt is given back (no handler ran) and crashes
+# are left alone. The lease is not bumped (nobody can write under it: every write needs
+# status 'picked', and the next claim moves it on). A job asked to cancel meanwhile ends
+# canceled, as rescue would end it. Requeued jobs wake their workers ($3 is the channel).
+RELEASE_UNSTARTED: Final = """
+WITH released AS (
+    UPDATE {jobs} j
+    SET status = CASE WHEN j.cancel_requested THEN 'canceled' ELSE 'queued' END,
+        attempts = GREATEST(j.attempts - 1, 0),
+        finished_at = CASE WHEN j.cancel_requested THEN now() ELSE NULL END,
+        queue_manager_id = NULL, lease_expires_at = NULL, cancel_requested = false,
+        updated = now()
+    WHERE j.status = 'picked' AND j.queue_manager_id = $1::uuid
+      AND j.id <> ALL(string_to_array($2::text, ',')::bigint[])
+    RETURNING j.id, j.status, j.entrypoint
+),
+woken AS (
+    SELECT count(pg_notify($3::text, 'w:' || r.entrypoint)) AS n
+    FROM (SELECT DISTINCT entrypoint FROM released WHERE status = 'queued') r
+)
+SELECT r.id, r.status, (SELECT n FROM woken) AS woken FROM released r
 """
 
 # ---- readers and administration -----------------------------------------------------------
@@ -851,6 +908,7 @@ class Statements:
     claim_lock: str
     has_runnable: str
     finish: str
+    finish_resent: str
     heartbeat: str
     claim_one: str
     claim_many: str
@@ -860,6 +918,7 @@ class Statements:
     finish_claim_one: str
     finish_claim_many: str
     rescue_expired: str
+    release_unstarted: str
     fetch_result: str
     fetch_job: str
     job_statuses: str
@@ -922,6 +981,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "claim_lock": CLAIM_LOCK,
     "has_runnable": HAS_RUNNABLE,
     "finish": FINISH,
+    "finish_resent": FINISH_RESENT,
     "heartbeat": HEARTBEAT,
     "claim_one": CLAIM_ONE,
     "claim_many": CLAIM_MANY,
@@ -931,6 +991,7 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "finish_claim_one": FINISH_CLAIM_ONE,
     "finish_claim_many": FINISH_CLAIM_MANY,
     "rescue_expired": RESCUE_EXPIRED,
+    "release_unstarted": RELEASE_UNSTARTED,
     "fetch_result": FETCH_RESULT,
     "fetch_job": FETCH_JOB,
     "job_statuses": JOB_STATUSES,
