@@ -95,21 +95,21 @@ async def test_a_changed_definition_replaces_the_old_one(backend: QueueBackend) 
 
 
 async def test_due_schedule_fires_jobs_and_advances(backend: QueueBackend) -> None:
-    now = await store_due(backend, spec("tick", "*/5 * * * * *"), spec("other"))
+    now = await store_due(backend, spec("tick", "* * * * * */5"), spec("other"))
     ahead = now + timedelta(minutes=1)
     plan, seen = planner(
         lambda at: [at - timedelta(seconds=2), at - timedelta(seconds=1)], lambda at: ahead
     )
     fired = await backend.fire_due_schedules(["tick"], plan)
     assert [state.name for state in seen] == ["tick"]  # only the names asked for
-    assert seen[0].expression == "*/5 * * * * *" and seen[0].task == "schedule:tick"
+    assert seen[0].expression == "* * * * * */5" and seen[0].task == "schedule:tick"
     assert [tick.schedule for tick in fired] == ["tick", "tick"]
     assert fired[0].fire_at < fired[1].fire_at
     for tick in fired:
         job = await backend.fetch_job(tick.job_id)
         assert job is not None and job.entrypoint == "schedule:tick" and job.status == "queued"
         payload = json.loads(job.payload or b"")
-        assert payload["schedule"] == "tick" and payload["expression"] == "*/5 * * * * *"
+        assert payload["schedule"] == "tick" and payload["expression"] == "* * * * * */5"
         assert datetime.fromisoformat(payload["fire_at"]) == tick.fire_at
         assert payload["manual"] is False
     listed = {s.name: s for s in await backend.list_schedules()}

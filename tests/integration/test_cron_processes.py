@@ -280,7 +280,7 @@ async def test_three_schedulers_under_sigkill_fire_every_tick_once(database_url:
         schedules = {"every_second": "* * * * * *", "every_minute": "* * * * *"}
         seconds, kill_every = SOAK_SECONDS, 20.0
     else:  # CI-sized: a few kills in a few seconds
-        schedules = {"every_second": "* * * * * *", "every_5s": "*/5 * * * * *"}
+        schedules = {"every_second": "* * * * * *", "every_5s": "* * * * * */5"}
         seconds, kill_every = 12.0, 4.0
     report, fleet = await run_scenario(database_url, schedules, seconds, kill_every)
     print(f"\nR16 {seconds:.0f}s, {fleet.kills} SIGKILLs: {report.line()}")
@@ -312,7 +312,7 @@ async def test_skewed_process_clocks_do_not_move_the_ticks(
         if elapsed >= 6 and files[0].read_text() == "+300\n":
             files[0].write_text("-120\n")  # from 5 min ahead to 2 min behind, while running
 
-    schedules = {"every_second": "* * * * * *", "every_3s": "*/3 * * * * *"}
+    schedules = {"every_second": "* * * * * *", "every_3s": "* * * * * */3"}
     report, _ = await run_scenario(
         database_url, schedules, 12.0, 0.0, environments=[*faked, {}], during=step_back
     )

@@ -44,8 +44,8 @@ async def test_rolling_deploy_replaces_the_expression(database_url: str) -> None
     check = await asyncpg.connect(database_url)
     loops: list[asyncio.Task[None]] = []
     try:
-        old.schedule("report", "*/2 * * * * *")(noop)
-        new.schedule("report", "*/3 * * * * *")(noop)
+        old.schedule("report", "* * * * * */2")(noop)
+        new.schedule("report", "* * * * * */3")(noop)
         loops.append(asyncio.create_task(old.sm.run_loop()))
         await wait_for_ticks(check, 2)
         await new.sm.sync()  # the new release starts...
@@ -65,7 +65,7 @@ async def test_rolling_deploy_replaces_the_expression(database_url: str) -> None
         await check.close()
         await old.close()
         await new.close()
-    assert [(r["name"], r["expression"]) for r in rows] == [("report", "*/3 * * * * *")]
+    assert [(r["name"], r["expression"]) for r in rows] == [("report", "* * * * * */3")]
     assert set(Counter(times).values()) == {1}
     before_switch = [at for at in times if at <= switched]
     after_switch = [at for at in times if at > switched]

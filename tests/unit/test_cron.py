@@ -51,11 +51,118 @@ def test_five_field_expression() -> None:
     assert hash(cron) == hash(CronExpression("*/5 9-17 * * mon-fri"))
 
 
-def test_six_field_expression_has_seconds_first() -> None:
-    cron = CronExpression.parse("*/10 * * * * *", "Europe/Oslo")
+def test_six_field_expression_has_seconds_last() -> None:
+    cron = CronExpression.parse("* * * * * */10", "Europe/Oslo")
     assert cron.has_seconds
+    assert cron.expression == "* * * * * */10"  # stored as written, seconds last
     assert cron.timezone == "Europe/Oslo"
     assert cron.next_after(utc(2026, 5, 4, 10, 7, 5)) == utc(2026, 5, 4, 10, 7, 10)
+
+
+def test_the_1x_every_five_seconds_example() -> None:
+    # pgqueuer 1.x (croniter): @pgq.schedule("s", "* * * * * */5") runs every 5 seconds.
+    cron = CronExpression.parse("* * * * * */5")
+    start = utc(2026, 5, 4, 10, 7, 0) - timedelta(microseconds=1)
+    times = list(cron.fire_times(start, utc(2026, 5, 4, 10, 9, 0)))
+    assert [(t.minute, t.second) for t in times] == [
+        (minute, second) for minute in (7, 8) for second in range(0, 60, 5)
+    ] + [(9, 0)]
+    assert "fifth second" in cron.explain()
+
+
+def test_a_fixed_time_of_day_with_seconds() -> None:
+    cron = CronExpression.parse("30 2 * * * 15")  # 02:30:15 every day
+    assert not cron.interval_like
+    assert cron.next_after(utc(2026, 5, 4)) == utc(2026, 5, 4, 2, 30, 15)
+    assert cron.next_after(utc(2026, 5, 4, 2, 30, 15)) == utc(2026, 5, 5, 2, 30, 15)
+    assert "02:30:15" in cron.explain()
+
+
+def test_an_expression_in_the_seconds_first_order_means_something_else() -> None:
+    # Quartz/cronsim's "30 0 2 * * *" is 02:00:30 daily; read seconds last it is every
+    # second of 00:30 on the 2nd of each month.
+    cron = CronExpression.parse("30 0 2 * * *")
+    times = list(cron.fire_times(utc(2026, 5, 1), utc(2026, 6, 2, 0, 30)))
+    assert times == [utc(2026, 5, 2, 0, 30, s) for s in range(60)] + [utc(2026, 6, 2, 0, 30)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        # Seconds first these were 02:30:00, 23:59:59 and noon on Mondays.
+        ("0 30 2 * * *", "hour field '30': 30 is out of range 0-23"),
+        ("59 59 23 * * *", "hour field '59': 59 is out of range 0-23"),
+        ("0 0 12 * * MON", "second field 'MON' is not valid"),
+        ("* * * * * 60", "second field '60': 60 is out of range 0-59"),
+        ("0 0 30 2 * 0", "never fires: day-of-month '30' does not occur in month '2'"),
+    ],
+)
+def test_six_field_errors_say_seconds_come_last(expression: str, problem: str) -> None:
+    with pytest.raises(CronError) as caught:
+        CronExpression.parse(expression)
+    message = str(caught.value)
+    assert problem in message
+    assert "minute hour day-of-month month day-of-week second" in message
+    assert "seconds come last, as in croniter and pgqueuer 1.x" in message
+
+
+def test_five_field_errors_do_not_mention_seconds() -> None:
+    with pytest.raises(CronError) as caught:
+        CronExpression.parse("0 24 * * *")
+    assert "second" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("expression", "start", "expected"),
+    [
+        # What croniter(expression, start).get_next(datetime) gives, worked out by hand from
+        # croniter's 6-field form (minute hour day-of-month month day-of-week second).
+        (
+            "* * * * * */5",
+            utc(2026, 5, 4, 10, 7, 58),
+            [utc(2026, 5, 4, 10, 8, 0), utc(2026, 5, 4, 10, 8, 5), utc(2026, 5, 4, 10, 8, 10)],
+        ),
+        (
+            "*/15 9-17 * * MON-FRI 30",  # Friday 17:45:30, then Monday morning
+            utc(2026, 5, 8, 17, 45, 30),
+            [utc(2026, 5, 11, 9, 0, 30), utc(2026, 5, 11, 9, 15, 30)],
+        ),
+        (
+            "0 0 1 1 * 10,20",
+            utc(2026, 1, 1, 0, 0, 10),
+            [utc(2026, 1, 1, 0, 0, 20), utc(2027, 1, 1, 0, 0, 10), utc(2027, 1, 1, 0, 0, 20)],
+        ),
+        (
+            "59 23 31 12 * 59",
+            utc(2026, 6, 1),
+            [utc(2026, 12, 31, 23, 59, 59), utc(2027, 12, 31, 23, 59, 59)],
+        ),
+        (
+            "0 12 * * * 0-10/5",
+            utc(2026, 5, 4, 11, 59, 59),
+            [
+                utc(2026, 5, 4, 12, 0, 0),
+                utc(2026, 5, 4, 12, 0, 5),
+                utc(2026, 5, 4, 12, 0, 10),
+                utc(2026, 5, 5, 12, 0, 0),
+            ],
+        ),
+        (
+            "*/20 * * * * 0",  # like "*/20 * * * *": second 0 of every 20th minute
+            utc(2026, 5, 4, 10, 7, 5),
+            [utc(2026, 5, 4, 10, 20), utc(2026, 5, 4, 10, 40), utc(2026, 5, 4, 11, 0)],
+        ),
+    ],
+)
+def test_six_fields_give_croniters_next_times(
+    expression: str, start: datetime, expected: list[datetime]
+) -> None:
+    cron = CronExpression.parse(expression)
+    got, cursor = [], start
+    for _ in expected:
+        cursor = cron.next_after(cursor)
+        got.append(cursor)
+    assert got == expected
 
 
 @pytest.mark.parametrize("alias", sorted(CRON_ALIASES))
@@ -84,7 +191,7 @@ def test_alias_table() -> None:
     [
         ("30 2 * * *", False),
         ("0,30 1-3 * * *", False),
-        ("0 30 2 * * *", False),
+        ("30 2 * * * 0", False),
         ("*/15 * * * *", True),
         ("0 * * * *", True),
         ("0 */2 * * *", True),
@@ -101,7 +208,7 @@ def test_interval_like_means_minute_or_hour_starts_with_a_star(
 @pytest.mark.parametrize(
     ("expression", "problems"),
     [
-        ("* * *", ["'* * *'", "3 fields", "expected 5"]),
+        ("* * *", ["'* * *'", "3 fields", "expected 5", "then second"]),
         ("* * * * * * *", ["7 fields"]),
         ("", ["0 fields"]),
         ("61 * * * *", ["'61 * * * *'", "minute", "61 is out of range 0-59"]),
@@ -109,7 +216,7 @@ def test_interval_like_means_minute_or_hour_starts_with_a_star(
         ("0 0 32 * *", ["day-of-month", "32 is out of range 1-31"]),
         ("0 0 * 13 *", ["month", "13 is out of range 1-12"]),
         ("0 0 * * 8", ["day-of-week", "8 is out of range 0-7"]),
-        ("60 * * * * *", ["second", "60 is out of range 0-59"]),
+        ("60 * * * * *", ["minute field '60'", "60 is out of range 0-59"]),
         ("*/0 * * * *", ["'*/0 * * * *'", "minute", "step of 0"]),
         ("0 1-5/0 * * *", ["hour", "step of 0"]),
         ("5-1 * * * *", ["minute", "runs backwards"]),
@@ -235,7 +342,7 @@ def test_daily_in_new_york() -> None:
 
 
 def test_six_fields_every_ten_seconds() -> None:
-    cron = CronExpression.parse("*/10 * * * * *")
+    cron = CronExpression.parse("* * * * * */10")
     start = utc(2026, 5, 4, 10, 7, 55)
     times = list(cron.fire_times(start, start + timedelta(seconds=30)))
     assert times == [start + timedelta(seconds=s) for s in (5, 15, 25)]
@@ -368,7 +475,7 @@ def test_several_times_in_one_gap_merge_into_one_fire() -> None:
 
 def test_six_field_fixed_time_also_moves_out_of_the_gap() -> None:
     # cronsim alone skips this day for 6-field expressions; we treat them like 5-field ones.
-    cron = CronExpression.parse("0 30 2 * * *", "America/New_York")
+    cron = CronExpression.parse("30 2 * * * 0", "America/New_York")
     days = fires_by_local_day(cron, NEW_YORK, date(2026, 3, 7), date(2026, 3, 9))
     assert days[date(2026, 3, 8)] == [at(NEW_YORK, 2026, 3, 8, 3)]
     assert len(days) == 3
@@ -389,7 +496,7 @@ def test_starting_inside_the_second_pass() -> None:
 
 
 @pytest.mark.parametrize(
-    "expression", ["30 2 * * *", "30 1 * * *", "*/30 * * * *", "0 30 * * * *", "15 */2 * * *"]
+    "expression", ["30 2 * * *", "30 1 * * *", "*/30 * * * *", "30 * * * * 0", "15 */2 * * *"]
 )
 @pytest.mark.parametrize("zone", [OSLO, NEW_YORK])
 def test_next_after_chain_equals_fire_times(expression: str, zone: ZoneInfo) -> None:
@@ -583,7 +690,7 @@ def test_any_string_parses_or_raises_cron_error(expression: str, zone: str) -> N
     assert start < first < second
 
 
-# ---- six fields (seconds first), brute force per second ----------------------------------------
+# ---- six fields (seconds last), brute force per second -----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -595,7 +702,7 @@ class SecondsMatcher:
 
     @classmethod
     def of(cls, expression: str) -> SecondsMatcher:
-        second, rest = expression.split(" ", 1)
+        rest, second = expression.rsplit(" ", 1)
         return cls(expand(second, 0, 59), Matcher.of(rest))
 
     def __call__(self, wall: datetime) -> bool:
@@ -624,7 +731,7 @@ class SecondsMatcher:
 # Half of them restrict only the time of day, so the per-second scan crosses minute and hour
 # boundaries (and the daylight-saving changes near the start times) often.
 TIME_OF_DAY = st.tuples(field("minute"), field("hour")).map(lambda mh: f"{mh[0]} {mh[1]} * * *")
-SIX_FIELDS = st.tuples(field_between(0, 59), st.one_of(EXPRESSIONS, TIME_OF_DAY)).map(" ".join)
+SIX_FIELDS = st.tuples(st.one_of(EXPRESSIONS, TIME_OF_DAY), field_between(0, 59)).map(" ".join)
 
 
 @st.composite

@@ -5,10 +5,13 @@ aliases, errors that say what is wrong, and one set of daylight-saving rules. No
 in pgqueuer imports cronsim, so it could be swapped for another engine here alone.
 
 Syntax: 5 fields (minute hour day-of-month month day-of-week, seconds implicitly 0) or 6
-fields with **seconds first**. Aliases: ``@yearly``/``@annually``, ``@monthly``,
-``@weekly``, ``@daily``/``@midnight``, ``@hourly``. Day-of-month and day-of-week follow
-Vixie cron: when both are restricted (neither starts with ``*``) a day matches if either
-matches, otherwise both must. See docs/explanation/cron.md.
+fields with **seconds last** (minute hour day-of-month month day-of-week second), the order
+croniter and so pgqueuer 1.x read: ``* * * * * */5`` fires every 5 seconds. cronsim wants
+the seconds first, so the field is moved for it here and nowhere else. Aliases:
+``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly``.
+Day-of-month and day-of-week follow Vixie cron: when both are restricted (neither starts
+with ``*``) a day matches if either matches, otherwise both must. See
+docs/explanation/cron.md.
 
 Fire times are found on the schedule's local wall clock and returned as aware UTC
 datetimes. An expression is *interval-like* when its minute or hour field starts with
@@ -59,14 +62,22 @@ CRON_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
 # at once; cronsim itself gives up after 50 years without a match, which also covers rare
 # but real dates such as ``0 0 * 2 MON#5`` (a Monday 29 February, every 28 years or so).
 _REFERENCE: Final = datetime(2024, 1, 1)
-# (name, lowest, highest) for the 6-field form; a 5-field expression skips the first.
+# (name, lowest, highest) in the order written, seconds last; a 5-field expression has the
+# first five.
 _FIELDS: Final = (
-    ("second", 0, 59),
     ("minute", 0, 59),
     ("hour", 0, 23),
     ("day-of-month", 1, 31),
     ("month", 1, 12),
     ("day-of-week", 0, 7),
+    ("second", 0, 59),
+)
+_MONTH: Final = 3  # the month's index in _FIELDS
+# Appended to every error about a 6-field expression: a bad one is most often written for
+# Quartz, Spring or cronsim, seconds first, so say which order is read here.
+_SIX_FIELD_ORDER: Final = (
+    " (6 fields are minute hour day-of-month month day-of-week second: seconds come last, "
+    "as in croniter and pgqueuer 1.x)"
 )
 _STEPPED_RANGE: Final = re.compile(r"(?P<first>\w+)-(?P<last>\w+)/(?P<step>[0-9]+)")
 _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
@@ -87,8 +98,17 @@ def validate_timezone(name: str) -> ZoneInfo:
 
 
 def _cronsim(expression: str, start: datetime) -> CronSim:
-    """A cronsim iterator over local wall-clock times strictly after naive ``start``."""
+    """A cronsim iterator over local wall-clock times strictly after naive ``start``.
+
+    ``expression`` is in cronsim's order: see :func:`_cronsim_order`.
+    """
     return CronSim(expression, start)
+
+
+def _cronsim_order(text: str) -> str:
+    """A normalised expression (seconds last, if any) in cronsim's order, seconds first."""
+    parts = text.split(" ")
+    return " ".join([parts[5], *parts[:5]]) if len(parts) == 6 else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +116,8 @@ class CronExpression:
     """A validated cron expression and the time zone its wall-clock times are read in.
 
     Build one with :meth:`parse` (or the constructor, which does the same): ``expression``
-    is stored normalised (whitespace collapsed, upper case, aliases expanded), so equal
-    schedules compare equal.
+    is stored normalised (whitespace collapsed, upper case, aliases expanded, seconds last
+    as written), so equal schedules compare equal.
     """
 
     expression: str
@@ -105,17 +125,19 @@ class CronExpression:
     has_seconds: bool = field(init=False)
     interval_like: bool = field(init=False, compare=False)
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+    _cronsim_text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         text = _normalise(self.expression)
         zone = validate_timezone(self.timezone)
         _check_fires(self.expression, text)
         parts = text.split(" ")
-        minute, hour = parts[-5], parts[-4]
+        minute, hour = parts[0], parts[1]
         object.__setattr__(self, "expression", text)
         object.__setattr__(self, "has_seconds", len(parts) == 6)
         object.__setattr__(self, "interval_like", minute[0] == "*" or hour[0] == "*")
         object.__setattr__(self, "_zone", zone)
+        object.__setattr__(self, "_cronsim_text", _cronsim_order(text))
 
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> CronExpression:
@@ -139,7 +161,7 @@ class CronExpression:
     def explain(self) -> str:
         """A sentence such as "At 09:00 on Monday through Friday (Europe/Oslo)"."""
         try:
-            text = _cronsim(self.expression, _REFERENCE).explain()
+            text = _cronsim(self._cronsim_text, _REFERENCE).explain()
         except Exception:  # explain() is best effort; the expression itself is always valid
             text = self.expression
         return f"{text} ({self.timezone})"
@@ -159,7 +181,7 @@ class CronExpression:
             repeat = change.astimezone(zone).replace(tzinfo=None)
             first_wall = min(first_wall, repeat - timedelta(seconds=1))
         # cronsim yields wall times strictly after `first_wall` (microseconds dropped).
-        walls = _cronsim(self.expression, first_wall)
+        walls = _cronsim(self._cronsim_text, first_wall)
         # Wall-clock order is not UTC order inside a fall back (01:30 first pass, 01:00
         # second pass), so instants wait in a heap until no later wall can come before them.
         pending: list[datetime] = []
@@ -211,7 +233,8 @@ def _normalise(expression: object) -> str:
     if count not in (5, 6):
         raise CronError(
             f"cron expression {expression!r} has {count} fields; expected 5 (minute hour "
-            "day-of-month month day-of-week) or 6 (second first, then those five)"
+            "day-of-month month day-of-week) or 6 (those five, then second: seconds come "
+            "last, as in croniter and pgqueuer 1.x)"
         )
     return " ".join(",".join(map(_one_value_step, part.split(","))) for part in text.split(" "))
 
@@ -231,23 +254,27 @@ def _one_value_step(item: str) -> str:
 
 def _check_fires(original: object, text: str) -> None:
     """Raise :class:`CronError` unless cronsim accepts ``text`` and it fires some day."""
+    order = _SIX_FIELD_ORDER if len(text.split(" ")) == 6 else ""
     try:
-        iterator = _cronsim(text, _REFERENCE)
+        iterator = _cronsim(_cronsim_order(text), _REFERENCE)
     except Exception as exc:  # CronSimError, or anything else cronsim trips over
         written = " ".join(str(original).split()).split(" ")
         shown = written if len(written) == len(text.split(" ")) else text.split(" ")
         problem = _diagnose(text, shown, str(exc))
-        raise CronError(f"cron expression {original!r}: {problem}") from None
+        raise CronError(f"cron expression {original!r}: {problem}{order}") from None
     try:
         next(iterator)
     except StopIteration:
-        raise CronError(f"cron expression {original!r} never fires (no such date)") from None
+        raise CronError(f"cron expression {original!r} never fires (no such date){order}") from None
 
 
 def _diagnose(text: str, shown: list[str], message: str) -> str:
-    """Turn cronsim's "Bad minute" into which field, which value (as written), and why."""
+    """Turn cronsim's "Bad minute" into which field, which value (as written), and why.
+
+    ``text`` and ``shown`` are in the written order (seconds last); cronsim names the field.
+    """
     parts = text.split(" ")
-    fields = _FIELDS[-len(parts) :]
+    fields = _FIELDS[: len(parts)]
     index = next((i for i, (name, _, _) in enumerate(fields) if message == f"Bad {name}"), None)
     if index is None:
         return message
@@ -255,13 +282,14 @@ def _diagnose(text: str, shown: list[str], message: str) -> str:
     value = shown[index]
     if name == "day-of-month":
         # cronsim says "Bad day-of-month" for both 32 and 30 February: tell them apart.
-        any_month = " ".join("*" if i == index + 1 else p for i, p in enumerate(parts))
+        any_month = " ".join("*" if i == _MONTH else p for i, p in enumerate(parts))
         try:
-            _cronsim(any_month, _REFERENCE)
+            _cronsim(_cronsim_order(any_month), _REFERENCE)
         except Exception:  # noqa: S110 - the day itself is bad; described below
             pass
         else:
-            return f"never fires: day-of-month {value!r} does not occur in month {shown[-2]!r}"
+            month = shown[_MONTH]
+            return f"never fires: day-of-month {value!r} does not occur in month {month!r}"
     for term in value.split(","):
         body, slash, step = term.partition("/")
         if slash and step.isdigit() and int(step) == 0:
