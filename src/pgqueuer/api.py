@@ -282,6 +282,10 @@ class PgQueuer:
         """The pgqueuer 1.x producer/admin API over the same backend."""
         if self._queries is None:
             self._queries = Queries(self.backend)
+            # 1.x code reaches the driver it gave as ``pgq.queries.driver`` (and, since 1.x
+            # took ``qm.connection`` away, as ``pgq.qm.queries.driver``): the caller's
+            # driver, not our backend.
+            self._queries.driver = self.connection
         return self._queries
 
     # ---- worker -------------------------------------------------------------------------

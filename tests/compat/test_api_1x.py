@@ -84,6 +84,21 @@ async def test_pgqueuer_attributes(driver: object) -> None:
     assert PgQueuer(driver, queries=queries).queries is queries
 
 
+async def test_queries_driver_is_the_callers_driver(driver: object) -> None:
+    """1.x's upgrading guide: the driver is reachable as ``queries.driver``, and
+    ``qm.queries.driver`` replaces 0.x's ``qm.connection``."""
+    pgq = PgQueuer(driver)
+    if isinstance(driver, pgqueuer.InMemoryDriver):
+        with pytest.raises(NotImplementedError):  # as 1.x: no SQL in memory
+            await pgq.queries.driver.fetch("SELECT 1")
+    else:
+        rows = await pgq.qm.queries.driver.fetch("SELECT $1::int AS one", 1)
+        assert [row["one"] for row in rows] == [1]
+    assert pgq.queries.driver is driver
+    assert pgq.qm.queries.driver is driver and pgq.sm.queries.driver is driver
+    assert Queries(driver).driver is driver
+
+
 async def test_classmethod_constructors(driver: object, request: pytest.FixtureRequest) -> None:
     import asyncpg
 
@@ -525,6 +540,9 @@ async def test_health_checks(driver: object) -> None:
     assert event.type == "health_check_event" and event.channel == pgq.channel
     assert event.latency >= timedelta(0)
     await pgq.queries.uninstall()
+    if isinstance(driver, pgqueuer.InMemoryDriver):  # 1.x: in memory it stays installed
+        await pgq.qm.verify_structure()
+        return
     with pytest.raises(RuntimeError, match="pgq install"):
         await pgq.qm.verify_structure()
 
