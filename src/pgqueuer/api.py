@@ -358,9 +358,6 @@ class PgQueuer:
 
     async def run(
         self,
-        once: bool = False,
-        timeout: timedelta | float | None = None,
-        *,
         dequeue_timeout: timedelta | float = timedelta(seconds=30),
         batch_size: int = 10,
         mode: QueueExecutionMode = QueueExecutionMode.continuous,
@@ -368,6 +365,9 @@ class PgQueuer:
         shutdown_on_listener_failure: bool = False,
         heartbeat_timeout: timedelta | float = timedelta(seconds=30),
         log_aggregation_interval: timedelta | float | None = None,
+        *,
+        once: bool = False,
+        timeout: timedelta | float | None = None,
         poll_interval: timedelta | float | None = None,
         shutdown_grace: timedelta | float = 30.0,
         handle_signals: bool = True,
@@ -377,6 +377,8 @@ class PgQueuer:
     ) -> None:
         """Run the worker, and the scheduler when schedules are registered.
 
+        The positional parameters are pgqueuer 1.x's, in its order (``dequeue_timeout``,
+        ``batch_size``, ``mode``...); the seed API's ``once`` and ``timeout`` are keywords.
         ``once=True`` fires the schedule ticks that are due, processes every job runnable now
         and returns; ``timeout`` bounds the whole call. Without either it runs until
         ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
@@ -386,6 +388,14 @@ class PgQueuer:
         ``heartbeat_interval``, ``max_crashes`` and ``retention`` are described in
         ``docs/reliability.md`` (see :meth:`QueueManager.run`).
         """
+        if isinstance(dequeue_timeout, bool):
+            # run(True) is the seed API's run(once=True) written positionally; as 1.x's
+            # dequeue_timeout it would mean a one-second idle wait and never return.
+            raise TypeError(
+                f"run() got {dequeue_timeout!r} as its first positional argument, which is "
+                "dequeue_timeout (as in pgqueuer 1.x); to process what is runnable now and "
+                "return, pass once=True as a keyword: run(once=True)"
+            )
         drain = once or mode == QueueExecutionMode.drain
         worker = self.qm.run(
             dequeue_timeout=dequeue_timeout,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -531,6 +532,81 @@ async def test_run_options(driver: object) -> None:
         log_aggregation_interval=timedelta(seconds=30),
     )
     assert ran.is_set()
+
+
+RUN_POSITIONAL_1X = [  # QueueManager.run and PgQueuer.run in 1.6.0, in this order
+    "dequeue_timeout",
+    "batch_size",
+    "mode",
+    "max_concurrent_tasks",
+    "shutdown_on_listener_failure",
+    "heartbeat_timeout",
+    "log_aggregation_interval",
+]
+
+
+def positional_parameters(function: Callable[..., Any]) -> list[str]:
+    return [
+        p.name
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name != "self"
+    ]
+
+
+def test_run_takes_1x_positional_parameters() -> None:
+    assert positional_parameters(PgQueuer.run) == RUN_POSITIONAL_1X
+    assert positional_parameters(QueueManager.run) == RUN_POSITIONAL_1X
+    assert positional_parameters(SchedulerManager.run) == []  # 1.x: sm.run() takes none
+    for name in ("once", "timeout"):  # the seed API's, by keyword only
+        assert (
+            inspect.signature(PgQueuer.run).parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        )
+
+
+async def test_run_with_positional_arguments(driver: object) -> None:
+    pgq = await new_pgqueuer(driver)
+    seen: list[bytes | None] = []
+    arrived = asyncio.Event()
+
+    @pgq.entrypoint("positional")
+    async def positional(job: Job) -> None:
+        seen.append(job.payload)
+        arrived.set()
+
+    await pgq.queries.enqueue(["positional"] * 3, [b"1", b"2", b"3"], [0, 0, 0])
+    await asyncio.wait_for(pgq.run(timedelta(seconds=1), 2, QueueExecutionMode.drain), DEADLINE)
+    assert sorted(seen, key=lambda p: p or b"") == [b"1", b"2", b"3"]
+    # Continuous, as 1.x reads run(timedelta(seconds=5), 20): it keeps running (the
+    # timedelta was once taken as the seed API's ``once`` and the run returned at once).
+    arrived.clear()
+    task = asyncio.create_task(pgq.run(timedelta(seconds=5), 20))
+    try:
+        (fourth,) = await pgq.queries.enqueue("positional", b"4")
+        await asyncio.wait_for(arrived.wait(), DEADLINE)
+        arrived.clear()
+        await asyncio.wait_for(finished(pgq.queries, fourth), DEADLINE)
+        await pgq.queries.enqueue("positional", b"5")  # after the fourth has finished
+        await asyncio.wait_for(arrived.wait(), DEADLINE)
+        assert not task.done()
+    finally:
+        pgq.shutdown.set()
+        await asyncio.wait_for(task, DEADLINE)
+    assert seen[3:] == [b"4", b"5"]
+
+
+async def finished(queries: Queries, job_id: JobId) -> None:
+    """Until the job's outcome is recorded (the caller bounds the wait)."""
+    while await status_of(queries, job_id) != "successful":
+        await asyncio.sleep(0.01)
+
+
+async def test_a_positional_bool_asks_for_once(driver: object) -> None:
+    """``run(True)``, the seed API's ``run(once=True)`` written positionally, fails loudly
+    instead of running forever with a one-second dequeue_timeout."""
+    pgq = await new_pgqueuer(driver)
+    for args in [(True,), (True, 10), (False,)]:
+        with pytest.raises(TypeError, match=r"once=True"):
+            await pgq.run(*args)  # type: ignore[arg-type]
 
 
 async def test_health_checks(driver: object) -> None:
