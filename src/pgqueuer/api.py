@@ -387,6 +387,11 @@ class PgQueuer:
         logged and named in a note on it); handler errors become job outcomes.
         ``heartbeat_interval``, ``max_crashes`` and ``retention`` are described in
         ``docs/reliability.md`` (see :meth:`QueueManager.run`).
+
+        It starts by checking the schema (one query) and raises
+        :class:`~pgqueuer.errors.SchemaError` (a ``RuntimeError``) when it is missing or old,
+        saying how to install it (``pg.run_migrations()``, ``pgq install``); it never
+        migrates by itself.
         """
         if isinstance(dequeue_timeout, bool):
             # run(True) is the seed API's run(once=True) written positionally; as 1.x's
@@ -396,33 +401,43 @@ class PgQueuer:
                 "dequeue_timeout (as in pgqueuer 1.x); to process what is runnable now and "
                 "return, pass once=True as a keyword: run(once=True)"
             )
-        drain = once or mode == QueueExecutionMode.drain
-        worker = self.qm.run(
-            dequeue_timeout=dequeue_timeout,
-            batch_size=batch_size,
-            mode=mode,
-            max_concurrent_tasks=max_concurrent_tasks,
-            shutdown_on_listener_failure=shutdown_on_listener_failure,
-            heartbeat_timeout=heartbeat_timeout,
-            log_aggregation_interval=log_aggregation_interval,
-            once=once,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            shutdown_grace=shutdown_grace,
-            handle_signals=handle_signals,
-            heartbeat_interval=heartbeat_interval,
-            max_crashes=max_crashes,
-            retention=retention,
-        )
-        if not self.sm.registry:
-            await worker
+        scheduled = bool(self.sm.registry)
+        if scheduled:
+            # One check for the scheduler and the worker: the ticks are synced (or fired)
+            # before the worker starts, or beside it.
+            from pgqueuer.core.probes import verify_schema_before_run
+
+            await verify_schema_before_run(self.backend, timeout)
+
+        def worker() -> Coroutine[Any, Any, None]:
+            return self.qm.run(
+                dequeue_timeout=dequeue_timeout,
+                batch_size=batch_size,
+                mode=mode,
+                max_concurrent_tasks=max_concurrent_tasks,
+                shutdown_on_listener_failure=shutdown_on_listener_failure,
+                heartbeat_timeout=heartbeat_timeout,
+                log_aggregation_interval=log_aggregation_interval,
+                once=once,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                shutdown_grace=shutdown_grace,
+                handle_signals=handle_signals,
+                heartbeat_interval=heartbeat_interval,
+                max_crashes=max_crashes,
+                retention=retention,
+                check_schema=not scheduled,
+            )
+
+        if not scheduled:
+            await worker()
             return
-        if drain:
+        if once or mode == QueueExecutionMode.drain:
             await self.sm.sync()
             await self.sm.fire_due()
-            await worker
+            await worker()
             return
-        await run_together(worker, self.sm.run_loop(), self.shutdown)
+        await run_together(worker(), self.sm.run_loop(), self.shutdown)
 
     # ---- producer -----------------------------------------------------------------------
     async def enqueue(

@@ -609,6 +609,41 @@ async def test_a_positional_bool_asks_for_once(driver: object) -> None:
             await pgq.run(*args)  # type: ignore[arg-type]
 
 
+async def test_run_without_schema_raises_runtime_error(driver: object) -> None:
+    """1.x checks the structure first and raises a RuntimeError telling to install; it
+    never installs by itself."""
+    pgq = await new_pgqueuer(driver)
+
+    @pgq.entrypoint("work")
+    async def work(job: Job) -> None:
+        pass
+
+    @pgq.schedule("tick", "* * * * *")
+    async def tick(schedule: object) -> None:
+        pass
+
+    await pgq.queries.uninstall()
+    if isinstance(driver, pgqueuer.InMemoryDriver):  # 1.x: in memory it stays installed
+        await drain(pgq)
+        return
+    standalone = SchedulerManager(pgq.queries)
+    standalone.schedule("tick", "* * * * *")(tick)
+    runs: list[Callable[[], Awaitable[None]]] = [
+        lambda: drain(pgq),
+        lambda: pgq.run(),  # continuous, with the scheduler
+        lambda: pgq.qm.run(mode=QueueExecutionMode.drain),
+        lambda: pgq.sm.run(),
+        lambda: standalone.run(),
+    ]
+    for run in runs:
+        with pytest.raises(RuntimeError, match="pgq install") as raised:
+            await asyncio.wait_for(run(), DEADLINE)
+        assert "pgqueuer_schedules" in str(raised.value)
+    assert not await pgq.queries.schema_is_installed()  # nothing was installed
+    await pgq.queries.install()
+    await drain(pgq)
+
+
 async def test_health_checks(driver: object) -> None:
     pgq = await new_pgqueuer(driver)
     await pgq.qm.verify_structure()
