@@ -282,6 +282,10 @@ class PgQueuer:
         """The pgqueuer 1.x producer/admin API over the same backend."""
         if self._queries is None:
             self._queries = Queries(self.backend)
+            # 1.x code reaches the driver it gave as ``pgq.queries.driver`` (and, since 1.x
+            # took ``qm.connection`` away, as ``pgq.qm.queries.driver``): the caller's
+            # driver, not our backend.
+            self._queries.driver = self.connection
         return self._queries
 
     # ---- worker -------------------------------------------------------------------------
@@ -354,9 +358,6 @@ class PgQueuer:
 
     async def run(
         self,
-        once: bool = False,
-        timeout: timedelta | float | None = None,
-        *,
         dequeue_timeout: timedelta | float = timedelta(seconds=30),
         batch_size: int = 10,
         mode: QueueExecutionMode = QueueExecutionMode.continuous,
@@ -364,6 +365,9 @@ class PgQueuer:
         shutdown_on_listener_failure: bool = False,
         heartbeat_timeout: timedelta | float = timedelta(seconds=30),
         log_aggregation_interval: timedelta | float | None = None,
+        *,
+        once: bool = False,
+        timeout: timedelta | float | None = None,
         poll_interval: timedelta | float | None = None,
         shutdown_grace: timedelta | float = 30.0,
         handle_signals: bool = True,
@@ -373,6 +377,8 @@ class PgQueuer:
     ) -> None:
         """Run the worker, and the scheduler when schedules are registered.
 
+        The positional parameters are pgqueuer 1.x's, in its order (``dequeue_timeout``,
+        ``batch_size``, ``mode``...); the seed API's ``once`` and ``timeout`` are keywords.
         ``once=True`` fires the schedule ticks that are due, processes every job runnable now
         and returns; ``timeout`` bounds the whole call. Without either it runs until
         ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
@@ -381,34 +387,57 @@ class PgQueuer:
         logged and named in a note on it); handler errors become job outcomes.
         ``heartbeat_interval``, ``max_crashes`` and ``retention`` are described in
         ``docs/reliability.md`` (see :meth:`QueueManager.run`).
+
+        It starts by checking the schema (one query) and raises
+        :class:`~pgqueuer.errors.SchemaError` (a ``RuntimeError``) when it is missing or old,
+        saying how to install it (``pg.run_migrations()``, ``pgq install``); it never
+        migrates by itself.
         """
-        drain = once or mode == QueueExecutionMode.drain
-        worker = self.qm.run(
-            dequeue_timeout=dequeue_timeout,
-            batch_size=batch_size,
-            mode=mode,
-            max_concurrent_tasks=max_concurrent_tasks,
-            shutdown_on_listener_failure=shutdown_on_listener_failure,
-            heartbeat_timeout=heartbeat_timeout,
-            log_aggregation_interval=log_aggregation_interval,
-            once=once,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            shutdown_grace=shutdown_grace,
-            handle_signals=handle_signals,
-            heartbeat_interval=heartbeat_interval,
-            max_crashes=max_crashes,
-            retention=retention,
-        )
-        if not self.sm.registry:
-            await worker
+        if isinstance(dequeue_timeout, bool):
+            # run(True) is the seed API's run(once=True) written positionally; as 1.x's
+            # dequeue_timeout it would mean a one-second idle wait and never return.
+            raise TypeError(
+                f"run() got {dequeue_timeout!r} as its first positional argument, which is "
+                "dequeue_timeout (as in pgqueuer 1.x); to process what is runnable now and "
+                "return, pass once=True as a keyword: run(once=True)"
+            )
+        scheduled = bool(self.sm.registry)
+        if scheduled:
+            # One check for the scheduler and the worker: the ticks are synced (or fired)
+            # before the worker starts, or beside it.
+            from pgqueuer.core.probes import verify_schema_before_run
+
+            await verify_schema_before_run(self.backend, timeout)
+
+        def worker() -> Coroutine[Any, Any, None]:
+            return self.qm.run(
+                dequeue_timeout=dequeue_timeout,
+                batch_size=batch_size,
+                mode=mode,
+                max_concurrent_tasks=max_concurrent_tasks,
+                shutdown_on_listener_failure=shutdown_on_listener_failure,
+                heartbeat_timeout=heartbeat_timeout,
+                log_aggregation_interval=log_aggregation_interval,
+                once=once,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                shutdown_grace=shutdown_grace,
+                handle_signals=handle_signals,
+                heartbeat_interval=heartbeat_interval,
+                max_crashes=max_crashes,
+                retention=retention,
+                check_schema=not scheduled,
+            )
+
+        if not scheduled:
+            await worker()
             return
-        if drain:
+        if once or mode == QueueExecutionMode.drain:
             await self.sm.sync()
             await self.sm.fire_due()
-            await worker
+            await worker()
             return
-        await run_together(worker, self.sm.run_loop(), self.shutdown)
+        await run_together(worker(), self.sm.run_loop(), self.shutdown)
 
     # ---- producer -----------------------------------------------------------------------
     async def enqueue(

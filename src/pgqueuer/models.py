@@ -321,6 +321,20 @@ class StaleJob:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaState:
+    """What a worker checks before it runs (``QueueBackend.schema_state``).
+
+    ``version`` is the newest applied migration, ``None`` when none is recorded.
+    ``tables`` are the tables pgqueuer owns, schema-qualified, in the order install creates
+    them; ``missing`` those of them that do not exist.
+    """
+
+    version: int | None
+    tables: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class XminHorizon:
     """The oldest snapshot that keeps vacuum from removing dead rows in this database.
 

@@ -262,7 +262,9 @@ class Queries:
         schema: str | None = None,
     ) -> None:
         del qbe, qbq, qbs, tracer  # 1.x query-builder and tracing hooks; our SQL is fixed
-        self.driver = driver
+        # The caller's own object (1.x code calls ``queries.driver.fetch(...)`` on it), so
+        # typed as loosely as it was given.
+        self.driver: Any = driver
         existing = getattr(driver, "names", None)
         if isinstance(existing, DatabaseNames) and prefix is None and schema is None:
             names = existing  # a backend: keep the names it was built with
@@ -499,8 +501,14 @@ class Queries:
         return UpgradePlan(applied, [], ["another process applied some of the migrations"])
 
     async def uninstall(self) -> None:
-        """Drop every table pgqueuer owns, with all jobs and schedules in them."""
+        """Drop every table pgqueuer owns, with all jobs and schedules in them.
+
+        In memory, as in 1.x's in-memory adapter, it empties the store (jobs, schedules,
+        ids) and leaves it installed and usable: its schema calls are no-ops there.
+        """
         await self.backend.uninstall()
+        if self._sql() is None:
+            await self.backend.migrate()
 
     async def schema_is_installed(self) -> bool:
         return await self.backend.schema_version() is not None
@@ -548,8 +556,8 @@ class Queries:
 class InMemoryQueries(Queries):
     """``Queries`` over an :class:`~pgqueuer.InMemoryDriver` (pgqueuer 1.x name).
 
-    Every call works as on PostgreSQL, within this process; schema calls change nothing
-    but the installed flag.
+    Every call works as on PostgreSQL, within this process. As in 1.x, the store is
+    always installed: ``install``/``upgrade`` do nothing and ``uninstall`` empties it.
     """
 
     def __init__(

@@ -335,8 +335,8 @@ class Supervisor:
         o = self.options
         if isinstance(manager, PgQueuer):
             await manager.run(
-                o.once,
-                remaining,
+                once=o.once,
+                timeout=remaining,
                 dequeue_timeout=o.dequeue_timeout,
                 batch_size=o.batch_size,
                 mode=o.mode,

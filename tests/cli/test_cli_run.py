@@ -155,6 +155,20 @@ def test_restart_on_failure(
     assert status_of(db, job_id)["status"] == "completed"
 
 
+def test_run_without_schema(pgq: Pgq, empty_database_url: str, factory_module: Module) -> None:
+    """As 1.x's worker does, the run checks the schema first and says how to install it."""
+    module = factory_module(ACM_FACTORY)
+    result = pgq("--pg-dsn", empty_database_url, "run", f"{module}:create", "--once", "--",
+                 empty_database_url)  # fmt: skip
+    assert result.code == 1
+    assert result.err_lines[-1].startswith(
+        "pgq: error: pgqueuer is not installed in this database (tables pgqueuer, "
+        "pgqueuer_schedules, pgqueuer_ticks, pgqueuer_migrations are missing); install it "
+        "with 'pgq install'"
+    )
+    assert pgq("--pg-dsn", empty_database_url, "verify", "--expect", "absent").code == 0
+
+
 def test_crash_without_restart(db: Pgq, database_url: str, factory_module: Module) -> None:
     module = factory_module(ACM_FACTORY)
     result = db("run", f"{module}:create", "--once", "--", database_url, "--fail-first")

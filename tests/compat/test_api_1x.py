@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -82,6 +83,21 @@ async def test_pgqueuer_attributes(driver: object) -> None:
     assert with_resources.channel == "my_channel"
     queries = Queries(driver)
     assert PgQueuer(driver, queries=queries).queries is queries
+
+
+async def test_queries_driver_is_the_callers_driver(driver: object) -> None:
+    """1.x's upgrading guide: the driver is reachable as ``queries.driver``, and
+    ``qm.queries.driver`` replaces 0.x's ``qm.connection``."""
+    pgq = PgQueuer(driver)
+    if isinstance(driver, pgqueuer.InMemoryDriver):
+        with pytest.raises(NotImplementedError):  # as 1.x: no SQL in memory
+            await pgq.queries.driver.fetch("SELECT 1")
+    else:
+        rows = await pgq.qm.queries.driver.fetch("SELECT $1::int AS one", 1)
+        assert [row["one"] for row in rows] == [1]
+    assert pgq.queries.driver is driver
+    assert pgq.qm.queries.driver is driver and pgq.sm.queries.driver is driver
+    assert Queries(driver).driver is driver
 
 
 async def test_classmethod_constructors(driver: object, request: pytest.FixtureRequest) -> None:
@@ -518,6 +534,116 @@ async def test_run_options(driver: object) -> None:
     assert ran.is_set()
 
 
+RUN_POSITIONAL_1X = [  # QueueManager.run and PgQueuer.run in 1.6.0, in this order
+    "dequeue_timeout",
+    "batch_size",
+    "mode",
+    "max_concurrent_tasks",
+    "shutdown_on_listener_failure",
+    "heartbeat_timeout",
+    "log_aggregation_interval",
+]
+
+
+def positional_parameters(function: Callable[..., Any]) -> list[str]:
+    return [
+        p.name
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name != "self"
+    ]
+
+
+def test_run_takes_1x_positional_parameters() -> None:
+    assert positional_parameters(PgQueuer.run) == RUN_POSITIONAL_1X
+    assert positional_parameters(QueueManager.run) == RUN_POSITIONAL_1X
+    assert positional_parameters(SchedulerManager.run) == []  # 1.x: sm.run() takes none
+    for name in ("once", "timeout"):  # the seed API's, by keyword only
+        assert (
+            inspect.signature(PgQueuer.run).parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        )
+
+
+async def test_run_with_positional_arguments(driver: object) -> None:
+    pgq = await new_pgqueuer(driver)
+    seen: list[bytes | None] = []
+    arrived = asyncio.Event()
+
+    @pgq.entrypoint("positional")
+    async def positional(job: Job) -> None:
+        seen.append(job.payload)
+        arrived.set()
+
+    await pgq.queries.enqueue(["positional"] * 3, [b"1", b"2", b"3"], [0, 0, 0])
+    await asyncio.wait_for(pgq.run(timedelta(seconds=1), 2, QueueExecutionMode.drain), DEADLINE)
+    assert sorted(seen, key=lambda p: p or b"") == [b"1", b"2", b"3"]
+    # Continuous, as 1.x reads run(timedelta(seconds=5), 20): it keeps running (the
+    # timedelta was once taken as the seed API's ``once`` and the run returned at once).
+    arrived.clear()
+    task = asyncio.create_task(pgq.run(timedelta(seconds=5), 20))
+    try:
+        (fourth,) = await pgq.queries.enqueue("positional", b"4")
+        await asyncio.wait_for(arrived.wait(), DEADLINE)
+        arrived.clear()
+        await asyncio.wait_for(finished(pgq.queries, fourth), DEADLINE)
+        await pgq.queries.enqueue("positional", b"5")  # after the fourth has finished
+        await asyncio.wait_for(arrived.wait(), DEADLINE)
+        assert not task.done()
+    finally:
+        pgq.shutdown.set()
+        await asyncio.wait_for(task, DEADLINE)
+    assert seen[3:] == [b"4", b"5"]
+
+
+async def finished(queries: Queries, job_id: JobId) -> None:
+    """Until the job's outcome is recorded (the caller bounds the wait)."""
+    while await status_of(queries, job_id) != "successful":
+        await asyncio.sleep(0.01)
+
+
+async def test_a_positional_bool_asks_for_once(driver: object) -> None:
+    """``run(True)``, the seed API's ``run(once=True)`` written positionally, fails loudly
+    instead of running forever with a one-second dequeue_timeout."""
+    pgq = await new_pgqueuer(driver)
+    for args in [(True,), (True, 10), (False,)]:
+        with pytest.raises(TypeError, match=r"once=True"):
+            await pgq.run(*args)  # type: ignore[arg-type]
+
+
+async def test_run_without_schema_raises_runtime_error(driver: object) -> None:
+    """1.x checks the structure first and raises a RuntimeError telling to install; it
+    never installs by itself."""
+    pgq = await new_pgqueuer(driver)
+
+    @pgq.entrypoint("work")
+    async def work(job: Job) -> None:
+        pass
+
+    @pgq.schedule("tick", "* * * * *")
+    async def tick(schedule: object) -> None:
+        pass
+
+    await pgq.queries.uninstall()
+    if isinstance(driver, pgqueuer.InMemoryDriver):  # 1.x: in memory it stays installed
+        await drain(pgq)
+        return
+    standalone = SchedulerManager(pgq.queries)
+    standalone.schedule("tick", "* * * * *")(tick)
+    runs: list[Callable[[], Awaitable[None]]] = [
+        lambda: drain(pgq),
+        lambda: pgq.run(),  # continuous, with the scheduler
+        lambda: pgq.qm.run(mode=QueueExecutionMode.drain),
+        lambda: pgq.sm.run(),
+        lambda: standalone.run(),
+    ]
+    for run in runs:
+        with pytest.raises(RuntimeError, match="pgq install") as raised:
+            await asyncio.wait_for(run(), DEADLINE)
+        assert "pgqueuer_schedules" in str(raised.value)
+    assert not await pgq.queries.schema_is_installed()  # nothing was installed
+    await pgq.queries.install()
+    await drain(pgq)
+
+
 async def test_health_checks(driver: object) -> None:
     pgq = await new_pgqueuer(driver)
     await pgq.qm.verify_structure()
@@ -525,6 +651,9 @@ async def test_health_checks(driver: object) -> None:
     assert event.type == "health_check_event" and event.channel == pgq.channel
     assert event.latency >= timedelta(0)
     await pgq.queries.uninstall()
+    if isinstance(driver, pgqueuer.InMemoryDriver):  # 1.x: in memory it stays installed
+        await pgq.qm.verify_structure()
+        return
     with pytest.raises(RuntimeError, match="pgq install"):
         await pgq.qm.verify_structure()
 

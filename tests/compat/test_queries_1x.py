@@ -184,7 +184,14 @@ async def test_job_log_history(driver: object) -> None:
     assert await queries.job_log_history(JobId(10**9)) == []
 
 
-async def test_schema_calls(driver: object) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("asyncpg", marks=pytest.mark.postgres),
+        pytest.param("psycopg", marks=pytest.mark.postgres),
+    ],
+)
+async def test_schema_calls(kind: str, driver: object) -> None:
     queries = Queries(driver)
     assert await queries.install() == []  # already installed: nothing to do, no error
     assert await queries.upgrade() == []
@@ -254,16 +261,33 @@ async def test_install_into_a_schema(
 
 
 @pytest.mark.parametrize("kind", ["memory"])
-async def test_in_memory_catalog_answers_installed(kind: str, driver: object) -> None:
+async def test_in_memory_schema_calls_keep_it_installed(kind: str, driver: object) -> None:
+    """1.x's in-memory adapter: install and upgrade are no-ops, inspection answers True, and
+    uninstall empties the store, which stays usable."""
     queries = Queries(driver)
     assert await queries.has_table("anything") and await queries.has_function("f")
-    plan = await queries.plan_upgrade()
-    assert plan.is_empty
+    assert (await queries.plan_upgrade()).is_empty
+    assert await queries.install() == [] and await queries.upgrade() == []
+    await queries.enqueue(["a", "b"], [b"1", b"2"], [0, 0])
     await queries.uninstall()
-    assert not await queries.has_trigger("t")
-    assert not await queries.table_has_index("a", "b")
-    plan = await queries.plan_upgrade()
-    assert plan.versions == [1, 2, 3] and plan.statements == [] and plan.notes
+    assert await queries.queue_size() == []  # the jobs are gone...
+    assert await queries.schema_is_installed()  # ...and the store is still installed
+    await queries.verify_structure()
+    assert await queries.has_trigger("t") and await queries.table_has_index("a", "b")
+    assert (await queries.plan_upgrade()).is_empty
+    (job_id,) = await queries.enqueue("c", b"3")
+    assert dict(await queries.job_status([job_id])) == {job_id: "queued"}
+    pgq = PgQueuer(driver)
+    seen: list[bytes | None] = []
+
+    @pgq.entrypoint("c")
+    async def c(job: Job) -> None:
+        seen.append(job.payload)
+
+    await pgq.queries.uninstall()  # through PgQueuer's own Queries too
+    await pgq.queries.enqueue("c", b"after")
+    await asyncio.wait_for(pgq.run(mode=QueueExecutionMode.drain), DEADLINE)
+    assert seen == [b"after"]
 
 
 async def test_active_workers_and_stale_jobs(driver: object) -> None:

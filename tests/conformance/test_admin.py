@@ -21,6 +21,7 @@ from pgqueuer.models import (
     NewJob,
     Outcome,
     QueueStatistics,
+    SchemaState,
 )
 from pgqueuer.types import JOB_STATUS, JobId
 
@@ -323,6 +324,18 @@ async def test_uninstall_then_migrate_again(backend: QueueBackend) -> None:
     assert applied and applied[0] == 1 and applied == sorted(applied)
     assert await backend.schema_version() == applied[-1] == version
     assert await backend.queue_size() == []  # the jobs went with the schema
+
+
+async def test_schema_state(backend: QueueBackend) -> None:
+    """What every run checks first: the version and which of our tables are missing."""
+    tables = ("pgqueuer", "pgqueuer_schedules", "pgqueuer_ticks", "pgqueuer_migrations")
+    version = await backend.schema_version()
+    assert version is not None
+    assert await backend.schema_state() == SchemaState(version, tables, ())
+    await backend.uninstall()
+    assert await backend.schema_state() == SchemaState(None, tables, tables)
+    await backend.migrate()
+    assert await backend.schema_state() == SchemaState(version, tables, ())
 
 
 # ---- workers and stale jobs -----------------------------------------------------------------

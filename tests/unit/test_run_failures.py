@@ -76,7 +76,9 @@ def facade(monkeypatch: pytest.MonkeyPatch, case: str) -> PgQueuer:
 
 
 def standalone(monkeypatch: pytest.MonkeyPatch, case: str) -> SchedulerManager:
-    sm = SchedulerManager(MemoryBackend())
+    store = MemoryBackend()
+    store.install_now()  # the run checks the schema before its (faked) parts start
+    sm = SchedulerManager(store)
     sm.register_schedule(noop, "* * * * *", name="tick")
     worker, scheduler = parts(sm.shutdown, case)
     monkeypatch.setattr(sm.worker, "run", worker)

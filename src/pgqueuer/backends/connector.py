@@ -66,6 +66,11 @@ def is_unique_violation(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) == "23505"
 
 
+def is_undefined_table(exc: BaseException) -> bool:
+    """True for SQLSTATE 42P01 (a relation that does not exist) from either driver."""
+    return getattr(exc, "sqlstate", None) == "42P01"
+
+
 class SyncDriver(Protocol):
     """A blocking driver: what ``SyncQueries`` needs (``SyncPsycopgDriver`` is one)."""
 

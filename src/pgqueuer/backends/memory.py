@@ -32,7 +32,7 @@ from pgqueuer.backends.protocol import (
     LostCallback,
     NotificationCallback,
 )
-from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES
+from pgqueuer.config import DEFAULT_MAX_PAYLOAD_BYTES, DatabaseNames
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import (
     TERMINAL_STATUSES,
@@ -53,6 +53,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    SchemaState,
     StaleJob,
     TickPlan,
     XminHorizon,
@@ -278,6 +279,14 @@ class MemoryBackend:
 
     async def schema_version(self) -> int | None:
         return self._installed_version
+
+    async def schema_state(self) -> SchemaState:
+        # The tables a PostgreSQL install with the default names has, so that the answer
+        # (and the message built from it) reads the same on every backend.
+        names = DatabaseNames()
+        tables = (names.jobs, names.schedules, names.ticks, names.migrations)
+        installed = self._installed_version is not None
+        return SchemaState(self._installed_version, tables, () if installed else tables)
 
     async def uninstall(self) -> None:
         self._jobs.clear()

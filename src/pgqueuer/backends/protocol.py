@@ -47,6 +47,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    SchemaState,
     StaleJob,
     TickPlan,
     XminHorizon,
@@ -103,6 +104,11 @@ class QueueBackend(Protocol):
 
     async def uninstall(self) -> None:
         """Drop every object pgqueuer owns (jobs and schedules are lost)."""
+        ...
+
+    async def schema_state(self) -> SchemaState:
+        """The applied version and which of our tables are missing, in one round trip when
+        the schema is installed (what every worker and scheduler checks before it runs)."""
         ...
 
     # ---- producers ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pgqueuer.backends.connector import (
     OnDemandSession,
     Row,
     Session,
+    is_undefined_table,
     is_unique_violation,
 )
 from pgqueuer.backends.protocol import (
@@ -50,6 +51,7 @@ from pgqueuer.models import (
     Schedule,
     ScheduleSpec,
     ScheduleState,
+    SchemaState,
     StaleJob,
     TickPlan,
     XminHorizon,
@@ -399,6 +401,21 @@ class SqlBackend:
             return None
         versions = [r["version"] for r in await self.connector.fetch(self.sql.applied_versions)]
         return max(versions) if versions else None
+
+    async def schema_state(self) -> SchemaState:
+        names = self.names
+        tables = tuple(
+            names.qualified(name)
+            for name in (names.jobs, names.schedules, names.ticks, names.migrations)
+        )
+        try:
+            row = (await self.connector.fetch(self.sql.schema_state, list(tables)))[0]
+        except Exception as exc:
+            if not is_undefined_table(exc):  # only the migrations table can be missing here
+                raise
+            row = (await self.connector.fetch(self.sql.missing_tables, list(tables)))[0]
+            return SchemaState(None, tables, tuple(row["missing"]))
+        return SchemaState(row["version"], tables, tuple(row["missing"]))
 
     async def uninstall(self) -> None:
         await self.connector.execute(self.sql.drop_all)

@@ -658,13 +658,22 @@ class SchedulerManager:
                 async with asyncio.timeout(delay):
                     await self.shutdown.wait()
 
-    async def run(self, **worker_options: Any) -> None:
-        """1.x ``sm.run()``: fire ticks and (when standalone) run their jobs until shutdown."""
+    async def run(self, *, check_schema: bool = True, **worker_options: Any) -> None:
+        """1.x ``sm.run()``: fire ticks and (when standalone) run their jobs until shutdown.
+
+        As in 1.x it first checks the schema (one query) and raises
+        :class:`~pgqueuer.errors.SchemaError` (a ``RuntimeError``) when it is missing or
+        old; ``check_schema=False`` skips that.
+        """
+        if check_schema:
+            from pgqueuer.core.probes import verify_schema_before_run
+
+            await verify_schema_before_run(self.backend, worker_options.get("timeout"))
         if not self._owns_worker:
             await self.run_loop()
             return
         loop = asyncio.create_task(self.run_loop())
-        work = asyncio.create_task(self.worker.run(**worker_options))
+        work = asyncio.create_task(self.worker.run(check_schema=False, **worker_options))
         ended: list[asyncio.Task[Any]] = []  # in the order they end, for raise_first_failure
         loop.add_done_callback(ended.append)
         work.add_done_callback(ended.append)

@@ -427,6 +427,7 @@ class QueueManager:
         max_crashes: int = DEFAULT_MAX_CRASHES,
         retention: timedelta | float | None = DEFAULT_RETENTION,
         settings: WorkerSettings | None = None,
+        check_schema: bool = True,
     ) -> None:
         """Claim and run jobs until stopped.
 
@@ -441,6 +442,11 @@ class QueueManager:
         ("worker crashed N times"). ``retention``: finished jobs older than this are
         deleted in small batches (``None`` keeps them forever). ``settings`` replaces every
         tuning argument with a ready :class:`~pgqueuer.config.WorkerSettings`.
+
+        It starts, as 1.x's does, by checking the schema (one query): missing, old or
+        foreign tables raise :class:`~pgqueuer.errors.SchemaError` (a ``RuntimeError``)
+        saying how to install; nothing is migrated. ``check_schema=False`` skips that (a
+        caller that has just checked).
         """
         del log_aggregation_interval  # accepted for 1.x compatibility; nothing to aggregate
         if settings is None:
@@ -458,13 +464,18 @@ class QueueManager:
         deadline = _seconds(timeout)
         if deadline is not None and deadline < 0:
             raise ConfigurationError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        started = time.monotonic()  # the timeout bounds the check too
+        if check_schema:
+            from pgqueuer.core.probes import verify_schema_before_run
+
+            await verify_schema_before_run(self.backend, deadline)
         if self._current is not None:
             raise RuntimeError("this worker is already running")
         worker_run = WorkerRun(
             self,
             settings,
             once=once or mode == QueueExecutionMode.drain,
-            deadline=None if deadline is None else time.monotonic() + deadline,
+            deadline=None if deadline is None else started + deadline,
             shutdown_on_listener_failure=shutdown_on_listener_failure,
         )
         self._current = worker_run

@@ -42,6 +42,20 @@ CREATE TABLE IF NOT EXISTS {migrations} (
 
 APPLIED_VERSIONS: Final = "SELECT version FROM {migrations} ORDER BY version"
 
+# The start-up check of every worker and scheduler: $1 is the array of our tables. Reading
+# the migrations table fails (42P01) when it does not exist; MISSING_TABLES then says which
+# tables are there, a second round trip only on that path.
+_MISSING_OF_ARRAY: Final = """ARRAY(
+    SELECT t.name FROM unnest($1::text[]) WITH ORDINALITY AS t (name, n)
+    WHERE to_regclass(t.name) IS NULL ORDER BY t.n
+)"""
+SCHEMA_STATE: Final = (
+    "SELECT (SELECT max(version) FROM {migrations}) AS version, "
+    + _MISSING_OF_ARRAY
+    + " AS missing"
+)
+MISSING_TABLES: Final = "SELECT " + _MISSING_OF_ARRAY + " AS missing"
+
 RECORD_MIGRATION: Final = "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
 
 # Catalog probes (pgqueuer 1.x ``has_table`` and friends). Names travel as bound text; a
@@ -893,6 +907,8 @@ class Statements:
     script_guarded_migration: str
     create_migrations_table: str
     applied_versions: str
+    schema_state: str
+    missing_tables: str
     record_migration: str
     migration_lock: str
     drop_all: str
@@ -966,6 +982,8 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "script_guarded_migration": SCRIPT_GUARDED_MIGRATION,
     "create_migrations_table": CREATE_MIGRATIONS_TABLE,
     "applied_versions": APPLIED_VERSIONS,
+    "schema_state": SCHEMA_STATE,
+    "missing_tables": MISSING_TABLES,
     "record_migration": RECORD_MIGRATION,
     "migration_lock": MIGRATION_LOCK,
     "drop_all": DROP_ALL,
