@@ -35,7 +35,7 @@ from pgqueuer.core.scheduler import (
     SchedulerManager,
 )
 from pgqueuer.core.worker import QueueManager, validate_task_name
-from pgqueuer.errors import ConfigurationError, UnknownTaskError
+from pgqueuer.errors import ConfigurationError, ConnectionClosedError, UnknownTaskError
 from pgqueuer.models import JobResult, MissedPolicy, NewJob
 from pgqueuer.payloads import encode_payload
 from pgqueuer.queries import Queries
@@ -100,10 +100,16 @@ async def run_together(
         done, _ = await asyncio.wait(
             {worker_task, scheduler_task}, return_when=asyncio.FIRST_COMPLETED
         )
-        if scheduler_task in done and scheduler_task.exception() is not None:
-            stop.set()  # graceful stop of the worker, then report the scheduler's failure
+        error = scheduler_task.exception() if scheduler_task in done else None
+        if error is not None:
+            if isinstance(error, ConnectionClosedError):
+                # The worker runs over that same connection: nothing more can be written
+                # over it, so it stops as a cancelled run does (jobs released at once).
+                worker_task.cancel()
+            else:
+                stop.set()  # graceful stop of the worker, then report the scheduler's failure
             await asyncio.gather(worker_task, return_exceptions=True)
-            raise scheduler_task.exception()  # type: ignore[misc]
+            raise error
         await worker_task  # finished (timeout or shutdown) or failed: propagate
     finally:
         scheduler_task.cancel()

@@ -41,6 +41,7 @@ from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.core.worker import QueueManager, backend_of, validate_task_name
 from pgqueuer.errors import (
     ConfigurationError,
+    ConnectionClosedError,
     CronError,
     DatabaseUnavailableError,
     DuplicateScheduleError,
@@ -614,6 +615,8 @@ class SchedulerManager:
                 last_seen, last_prune = await self._housekeeping(last_seen, last_prune)
                 delay = await self._seconds_until_due()
                 backoff = 0.1
+            except ConnectionClosedError:
+                raise  # retrying cannot succeed: sm.run()/pg.run() stop with it
             except DatabaseUnavailableError as exc:
                 logger.warning("scheduler: database unavailable (%s); retrying", exc)
                 delay, backoff = backoff, min(backoff * 2, 5.0)
@@ -637,6 +640,8 @@ class SchedulerManager:
                 for task in done:
                     error = task.exception()
                     if error is not None:
+                        if isinstance(error, ConnectionClosedError):
+                            work.cancel()  # as in PgQueuer.run: nothing more goes over it
                         raise error
         except asyncio.CancelledError:
             # sm.run() itself was cancelled: its worker stops as a cancelled run does (jobs
