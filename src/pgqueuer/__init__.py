@@ -25,6 +25,7 @@ from pgqueuer.core.scheduler import SchedulerManager
 from pgqueuer.core.worker import QueueManager
 from pgqueuer.errors import (
     ConfigurationError,
+    ConnectionClosedError,
     CronError,
     DatabaseUnavailableError,
     DuplicateJobError,
@@ -64,6 +65,7 @@ __all__ = [
     "AsyncpgDriver",
     "AsyncpgPoolDriver",
     "ConfigurationError",
+    "ConnectionClosedError",
     "Context",
     "CronError",
     "DatabaseRetryEntrypointExecutor",

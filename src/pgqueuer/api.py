@@ -36,7 +36,7 @@ from pgqueuer.core.scheduler import (
     raise_first_failure,
 )
 from pgqueuer.core.worker import QueueManager, validate_task_name
-from pgqueuer.errors import ConfigurationError, UnknownTaskError
+from pgqueuer.errors import ConfigurationError, ConnectionClosedError, UnknownTaskError
 from pgqueuer.models import JobResult, MissedPolicy, NewJob
 from pgqueuer.payloads import encode_payload
 from pgqueuer.queries import Queries
@@ -105,8 +105,13 @@ async def run_together(
         done, _ = await asyncio.wait(
             {worker_task, scheduler_task}, return_when=asyncio.FIRST_COMPLETED
         )
-        if worker_task not in done and scheduler_task.exception() is not None:
-            stop.set()  # graceful stop of the worker, then report the scheduler's failure
+        if worker_task not in done and (error := scheduler_task.exception()) is not None:
+            if isinstance(error, ConnectionClosedError):
+                # The worker runs over that same connection: nothing more can be written
+                # over it, so it stops as a cancelled run does (jobs released at once).
+                worker_task.cancel()
+            else:
+                stop.set()  # graceful stop of the worker, then report the scheduler's failure
         # The worker ends by itself (timeout, shutdown, that stop or a failure of its own);
         # failures are raised below, once both parts have stopped, so none is dropped.
         await asyncio.wait({worker_task})

@@ -15,7 +15,8 @@ Every exception the library raises on purpose derives from :class:`PgqError`
     ├── NotProvidedError (ImportError)         a 1.x module or name we do not provide
     ├── SchemaError (RuntimeError)             schema missing, too old, or foreign
     ├── DatabaseUnavailableError (ConnectionError)
-    │                                          the server could not be reached for a call
+    │   │                                      the server could not be reached for a call
+    │   └── ConnectionClosedError              the connection you handed over is closed for good
     ├── FailingListenerError                   LISTEN/NOTIFY round trip failed
     └── RetryException
         └── RetryRequested                     raised by a handler: run me again later
@@ -122,6 +123,21 @@ class DatabaseUnavailableError(PgqError, ConnectionError):
     def __init__(self, *args: object, server_sqlstate: str | None = None) -> None:
         super().__init__(*args)
         self.server_sqlstate = server_sqlstate
+
+
+class ConnectionClosedError(DatabaseUnavailableError):
+    """The connection handed to ``AsyncpgDriver(conn)`` was closed (the server restarted,
+    the backend was terminated, the network dropped it) and can never be used again.
+
+    pgqueuer cannot reopen a connection it was given and does not own, so retrying can
+    never succeed: a worker's run stops with this error instead of retrying forever, after
+    releasing its running jobs (over its second connection when that is still up; else
+    their leases expire and they are rescued). Run the worker under ``pgq run
+    --restart-on-failure`` (or ``pgqueuer.run(..., restart_on_failure=True)``), whose
+    factory opens a new connection, or over a pool (``AsyncpgPoolDriver``,
+    ``PgQueuer.from_asyncpg_url``), which reconnects by itself. It is still a
+    ``DatabaseUnavailableError``, so ``except`` clauses written for that keep catching it.
+    """
 
 
 class OutcomeWriteError(PgqError, RuntimeError):

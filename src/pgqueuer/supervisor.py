@@ -16,7 +16,10 @@ SIGINT and SIGTERM stop the worker gracefully: it claims nothing new and running
 their shutdown grace period to finish; a second signal stops at once, releasing running jobs
 back to the queue. When you pass your own ``shutdown`` event, signals are left alone and
 setting the event is how you stop. With ``restart_on_failure`` a crash of the worker (or of
-the factory) is logged and the factory is entered again after ``restart_delay``.
+the factory) is logged and the factory is entered again after ``restart_delay``; that
+includes :class:`~pgqueuer.errors.ConnectionClosedError`, with which a worker over a
+connection the factory opened (``AsyncpgDriver(conn)``) stops once that connection is
+closed for good, so the factory opens a new one.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 from pgqueuer.api import PgQueuer
 from pgqueuer.core.scheduler import SchedulerManager
 from pgqueuer.core.worker import QueueManager
-from pgqueuer.errors import ConfigurationError
+from pgqueuer.errors import ConfigurationError, ConnectionClosedError
 from pgqueuer.types import QueueExecutionMode
 
 __all__ = ["FactoryError", "load_factory", "open_manager", "run", "stop_signals"]
@@ -294,7 +297,8 @@ class Supervisor:
                     type(exc).__name__,
                     exc,
                     self.restart_delay,
-                    exc_info=exc,
+                    # A closed connection is no bug: its message says all a traceback would.
+                    exc_info=None if isinstance(exc, ConnectionClosedError) else exc,
                 )
                 if await self._pause(self.restart_delay):
                     return

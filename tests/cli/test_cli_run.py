@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -352,3 +353,78 @@ def test_reliability_options_reach_the_worker(
     both = db("run", f"{module}:create", "--retention", "60", "--keep-finished-jobs")
     assert both.code == 2
     assert "not allowed with argument --retention" in both.err
+
+
+# The pgqueuer 1.x construction over one connection the factory opens and owns. The handler
+# of "work" returns how often the factory was entered.
+SINGLE_CONNECTION_FACTORY = """
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from pgqueuer import PgQueuer
+from pgqueuer.db import AsyncpgDriver
+
+MARKER = Path(__file__).with_suffix(".starts")
+
+
+@asynccontextmanager
+async def create(args):
+    dsn, application_name = args
+    starts = int(MARKER.read_text()) + 1 if MARKER.exists() else 1
+    MARKER.write_text(str(starts))
+    connection = await asyncpg.connect(
+        dsn, server_settings={"application_name": application_name}
+    )
+    pgq = PgQueuer(AsyncpgDriver(connection))
+
+    @pgq.entrypoint("work")
+    async def work(job):
+        return starts
+
+    try:
+        yield pgq
+    finally:
+        await connection.close()
+"""
+
+
+def test_restart_on_failure_reopens_a_terminated_single_connection(
+    db: Pgq,
+    database_url: str,
+    factory_module: Module,
+    tmp_path: Path,
+    spawn: Callable[..., Any],
+    wait_until: Callable[..., None],
+    sql: Callable[..., Any],
+) -> None:
+    """`PgQueuer(AsyncpgDriver(conn))` under `pgq run --restart-on-failure`: terminating the
+    worker's backend ends the run with ConnectionClosedError, the factory is entered again
+    with a new connection, and a job enqueued after the kill runs."""
+    module = factory_module(SINGLE_CONNECTION_FACTORY)
+    name = f"victim-{uuid.uuid4().hex[:8]}"  # the worker's own connection, not the second one
+    run = ["run", f"{module}:create", "--restart-on-failure", "--restart-delay", "0.1"]
+    worker = spawn([*run, "--poll-interval", "0.1", "--", database_url, name], cwd=tmp_path)
+
+    def result_of(job_id: int) -> Any:
+        rows = sql("SELECT status, result FROM pgqueuer WHERE id = $1", job_id)
+        return (rows[0]["status"], rows[0]["result"]) if rows else None
+
+    def backends() -> list[int]:
+        rows = sql("SELECT pid FROM pg_stat_activity WHERE application_name = $1", name)
+        return [row["pid"] for row in rows]
+
+    first = enqueue(db, "work")
+    wait_until(lambda: result_of(first) == ("successful", "1"), "the first job")
+    (victim,) = backends()
+    assert sql("SELECT pg_terminate_backend($1) AS ended", victim)[0]["ended"]
+    wait_until(lambda: worker.saw("worker failed (ConnectionClosedError"), "the run to stop")
+    later = enqueue(db, "work")
+    wait_until(lambda: result_of(later) == ("successful", "2"), "the job enqueued after the kill")
+    assert (tmp_path / f"{module}.starts").read_text() == "2"
+    assert victim not in backends()
+    assert worker.saw("cannot reopen it")
+    assert not worker.saw("Traceback")  # an expected condition, told in one line
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, "".join(worker.err)

@@ -117,8 +117,12 @@ class AsyncpgDriver:
     """One asyncpg connection shared by every role; statements take turns on a lock.
 
     The caller owns the connection: ``close()`` leaves it open, and a connection that broke
-    cannot be reopened here (use a pool, ``open_pool`` or ``PgQueuer.from_asyncpg_url``, for
-    a worker that must survive server restarts). ``statement_timeout`` bounds every call.
+    cannot be reopened here. Once it is closed every call raises
+    :class:`~pgqueuer.errors.ConnectionClosedError`, which ends a worker's run instead of
+    being retried (use a pool, ``open_pool`` or ``PgQueuer.from_asyncpg_url``, or ``pgq run
+    --restart-on-failure``, for a worker that must survive server restarts). Timeouts on a
+    connection that is still open stay ``DatabaseUnavailableError`` and are retried.
+    ``statement_timeout`` bounds every call.
 
     While a worker runs over this driver, its heartbeats and outcome writes go over a second
     connection to the same server, opened like this one and closed when the worker stops
@@ -137,6 +141,8 @@ class AsyncpgDriver:
         self.lock = asyncio.Lock()
         self.statement_timeout = statement_timeout
         self._session = _ConnectionSession(connection, statement_timeout)
+        # Closed is for good here: errors then say so (ConnectionClosedError).
+        self._is_closed = connection.is_closed
         self._second = AsyncpgSecondConnection(self, connection) if second_connection else None
 
     @property
@@ -145,16 +151,16 @@ class AsyncpgDriver:
         return self.connection
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
-        async with translate_errors(), self.lock:
+        async with translate_errors(self._is_closed), self.lock:
             return await self._session.fetch(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with translate_errors(), self.lock:
+        async with translate_errors(self._is_closed), self.lock:
             await self._session.execute(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
-        async with translate_errors(), self.lock, self.connection.transaction():
+        async with translate_errors(self._is_closed), self.lock, self.connection.transaction():
             yield self._session
 
     def reserved(self) -> Session:
@@ -169,7 +175,7 @@ class AsyncpgDriver:
         on_lost: LostCallback | None = None,
     ) -> Subscription:
         listener = _listener_for(callback)
-        async with translate_errors(), self.lock:
+        async with translate_errors(self._is_closed), self.lock:
             await self.connection.add_listener(channel, listener)
 
         async def release() -> None:

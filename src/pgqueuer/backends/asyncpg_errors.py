@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
 import asyncpg.exceptions
 
-from pgqueuer.errors import DatabaseUnavailableError
+from pgqueuer.errors import ConnectionClosedError, DatabaseUnavailableError
 
 _UNAVAILABLE = (
     OSError,
@@ -41,15 +41,34 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
+def closed_for_good(exc: BaseException) -> ConnectionClosedError:
+    """The error for a caller's connection that is closed: what happened, and what to do."""
+    return ConnectionClosedError(
+        f"the connection given to AsyncpgDriver was closed ({type(exc).__name__}: {exc}); "
+        "pgqueuer does not own it and cannot reopen it, so retrying cannot succeed. Use a "
+        "pool driver (AsyncpgPoolDriver, or PgQueuer.from_asyncpg_url), which reconnects, or "
+        "run the worker with `pgq run --restart-on-failure` (pgqueuer.run(..., "
+        "restart_on_failure=True)), which calls the factory again for a new connection",
+        server_sqlstate=getattr(exc, "sqlstate", None),
+    )
+
+
 @asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Map lost connections, restarts and stalls to :class:`DatabaseUnavailableError`."""
+async def translate_errors(is_closed: Callable[[], bool] | None = None) -> AsyncIterator[None]:
+    """Map lost connections, restarts and stalls to :class:`DatabaseUnavailableError`.
+
+    ``is_closed`` is given for a connection we cannot reopen (the caller's): when it is
+    closed after the failure, the error is :class:`ConnectionClosedError`. (A backend
+    terminated mid-statement fails that statement with the connection already closed.)
+    """
     try:
         yield
     except DatabaseUnavailableError:
         raise
     except Exception as exc:
         if is_unavailable(exc):
+            if is_closed is not None and is_closed():
+                raise closed_for_good(exc) from exc
             raise DatabaseUnavailableError(
                 f"database unavailable: {type(exc).__name__}: {exc}",
                 server_sqlstate=getattr(exc, "sqlstate", None),

@@ -29,7 +29,7 @@ from pgqueuer.backends.protocol import (
     Subscription,
 )
 from pgqueuer.core.backoff import Backoff
-from pgqueuer.errors import FailingListenerError
+from pgqueuer.errors import ConnectionClosedError, FailingListenerError
 
 logger = logging.getLogger("pgqueuer.listener")
 
@@ -103,6 +103,8 @@ class ListenerSupervisor:
                             "mode drops LISTEN)"
                         )
                     )
+                except ConnectionClosedError:
+                    raise  # LISTEN runs on a connection that cannot come back: the run stops
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 if not reason:

@@ -34,7 +34,7 @@ from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.config import WorkerSettings
 from pgqueuer.core.backoff import OutageLog
 from pgqueuer.core.horizon import HorizonEvent, HorizonWatch
-from pgqueuer.errors import DatabaseUnavailableError
+from pgqueuer.errors import ConnectionClosedError, DatabaseUnavailableError
 
 logger = logging.getLogger("pgqueuer.worker")
 
@@ -63,6 +63,8 @@ class Maintenance:
         while True:
             try:
                 report = await self.backend.rescue_expired(self.settings.max_crashes)
+            except ConnectionClosedError:
+                raise  # retrying cannot succeed: the run stops
             except DatabaseUnavailableError as exc:
                 self.outage.failed("lease rescue", exc)
             else:
@@ -92,6 +94,8 @@ class Maintenance:
             return None
         try:
             event = watch.observe(await self.backend.oldest_xmin())
+        except ConnectionClosedError:
+            raise
         except DatabaseUnavailableError as exc:
             self.outage.failed("xmin horizon check", exc)
             return None
@@ -137,6 +141,8 @@ class Maintenance:
             await asyncio.sleep(interval * (0.5 + self.rng.random()))
             try:
                 deleted = await self.prune_once()
+            except ConnectionClosedError:
+                raise
             except DatabaseUnavailableError as exc:
                 self.outage.failed("retention", exc)
                 continue

@@ -15,7 +15,13 @@ from uuid import UUID
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.config import DEFAULT_RECONNECT_BACKOFF_MAX
 from pgqueuer.core.backoff import Backoff, OutageLog
-from pgqueuer.errors import DatabaseUnavailableError, OutcomeWriteError, PayloadError
+from pgqueuer.errors import (
+    ConnectionClosedError,
+    DatabaseUnavailableError,
+    OutcomeWriteError,
+    PayloadError,
+    PgqError,
+)
 from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import ErrorInfo, Lease, Outcome
 from pgqueuer.types import JobId
@@ -51,7 +57,9 @@ class OutcomeWriter:
     long as it takes (a short outage must not re-run finished jobs); the outcomes stay
     buffered, and the leases fence any that arrive after their job was rescued elsewhere.
     Any other error ends ``run`` with :class:`~pgqueuer.errors.OutcomeWriteError`, and
-    ``wait_idle`` raises it too: nobody waits for writes that will never happen.
+    ``wait_idle`` raises it too: nobody waits for writes that will never happen. So does
+    :class:`~pgqueuer.errors.ConnectionClosedError` (the caller's connection, which the
+    writer uses when it has none of its own, is closed for good), unwrapped.
 
     The claim loop may also carry outcomes in its own statement (``take``, then ``settle``
     or ``give_back``): while it claims batch after batch it ``hold``s the writer, and it
@@ -99,7 +107,7 @@ class OutcomeWriter:
         self._max_batch = max_batch
         self._outage = outage or OutageLog(logger)
         self._backoff = Backoff(initial=0.05, maximum=backoff_max)
-        self._failure: OutcomeWriteError | None = None
+        self._failure: PgqError | None = None
 
     def add(self, outcome: Outcome) -> None:
         if not self._pending:
@@ -207,6 +215,15 @@ class OutcomeWriter:
     async def run(self) -> None:
         try:
             await self._write_forever()
+        except ConnectionClosedError as exc:
+            self._failure = exc
+            logger.error(
+                "could not record %d job outcomes: the worker's connection is closed for "
+                "good; their leases will expire and the jobs will be retried",
+                self._unsettled,
+            )
+            self._idle.set()
+            raise
         except Exception as exc:
             # Not an outage (those are retried below): retrying the same batch would fail
             # the same way forever, and a dead writer must not leave waiters hanging.
@@ -257,6 +274,9 @@ class OutcomeWriter:
                     (o.job_id, o.lease) in self._maybe_recorded for o in batch
                 )
                 accepted = await self._backend.finish(batch, self._worker_id, resent=resent)
+            except ConnectionClosedError:
+                self.give_back(batch)
+                raise  # retrying cannot succeed (run() records why)
             except DatabaseUnavailableError as exc:
                 self.give_back(batch)
                 self._outage.failed(f"recording {len(batch)} job outcomes", exc)

@@ -41,6 +41,7 @@ from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.core.worker import QueueManager, backend_of, validate_task_name
 from pgqueuer.errors import (
     ConfigurationError,
+    ConnectionClosedError,
     CronError,
     DatabaseUnavailableError,
     DuplicateScheduleError,
@@ -651,6 +652,8 @@ class SchedulerManager:
                 last_seen, last_prune = await self._housekeeping(last_seen, last_prune)
                 delay = await self._seconds_until_due()
                 backoff = 0.1
+            except ConnectionClosedError:
+                raise  # retrying cannot succeed: sm.run()/pg.run() stop with it
             except DatabaseUnavailableError as exc:
                 logger.warning("scheduler: database unavailable (%s); retrying", exc)
                 delay, backoff = backoff, min(backoff * 2, 5.0)
@@ -684,6 +687,10 @@ class SchedulerManager:
             while work in pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if any(_failed(task) for task in done):
+                    if any(
+                        isinstance(t.exception(), ConnectionClosedError) for t in done if _failed(t)
+                    ):
+                        work.cancel()  # as in PgQueuer.run: nothing more goes over it
                     break
         except asyncio.CancelledError:
             # sm.run() itself was cancelled: its worker stops as a cancelled run does (jobs

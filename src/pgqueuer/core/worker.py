@@ -55,6 +55,7 @@ from pgqueuer.core.outcomes import OutcomeWriter, error_info, result_to_json
 from pgqueuer.core.retry import NO_RETRY, RetryPolicy
 from pgqueuer.errors import (
     ConfigurationError,
+    ConnectionClosedError,
     DatabaseUnavailableError,
     JobCancelled,
     JobTimeout,
@@ -809,6 +810,8 @@ class WorkerRun:
             except DatabaseUnavailableError as exc:
                 self.writer.give_back(outcomes)
                 self.writer.release()
+                if isinstance(exc, ConnectionClosedError):
+                    raise  # closed for good: the run stops (restarting reconnects), see errors
                 self.outage.failed("claim", exc)
                 await self._sleep_unless_stopping(backoff.next_delay())
                 continue
@@ -1087,6 +1090,8 @@ class WorkerRun:
                 report = await self.backend.heartbeat(
                     leases, self.settings.heartbeat_timeout, self.manager.queue_manager_id
                 )
+            except ConnectionClosedError:
+                raise
             except DatabaseUnavailableError as exc:
                 self.outage.failed("heartbeat", exc)
                 continue
