@@ -46,11 +46,35 @@ def result_status(status: str) -> RESULT_STATUS:
     return _RESULT_STATUS_OF[status]
 
 
+# Statuses that a run ended in (or, for picked, is in): the stored count includes that run.
+_AFTER_A_RUN: Final = frozenset({"picked", "successful", "exception", "failed"})
+
+
+def prior_runs(status: str, attempts: int, queue_manager_id: object = None) -> int:
+    """``Job.attempts`` of a row whose stored ``attempts`` counts runs: pgqueuer 1.x's
+    number, the runs before the current (or the last) one.
+
+    The claim counts a run as it starts, so a running job, and one that a run ended
+    (successful, exception, failed, or canceled by its worker, which keeps its
+    ``queue_manager_id``), shows one less than the stored count. A queued job shows the runs
+    so far, the number its next run will see, and so does a job cancelled or cleared while
+    it waited. 1.x keeps only queued, picked and held (failed) rows, so only those matter
+    for compatibility; a running job cancelled through a rescue (its worker lost) shows the
+    stored count.
+    """
+    if status in _AFTER_A_RUN or (status == "canceled" and queue_manager_id is not None):
+        return max(attempts - 1, 0)
+    return attempts
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A job as a worker sees it after claiming it (the pgqueuer 1.x shape, plus ``lease``).
 
     ``payload`` is the raw bytes that were enqueued (JSON for the seed API's dict payloads).
+    ``attempts`` is pgqueuer 1.x's number, the runs before this one: 0 on the first run, 1
+    on the first retry (see :func:`prior_runs`; the stored column and
+    ``JobResult.attempts`` count runs, this one included).
     ``lease`` is the fencing token of this claim: every write about the job names it, so a
     worker that lost the job to a rescue can no longer change it.
     """
@@ -228,7 +252,9 @@ class Outcome:
 
     ``status`` is the new stored status: ``successful``, ``exception``, ``failed``,
     ``canceled``, or ``queued`` for a retry/release (``retry_delay`` seconds from now).
-    ``count_attempt`` is False for a release at shutdown, which gives the attempt back.
+    ``count_attempt`` False gives the attempt back (the stored count less one); the worker's
+    release at shutdown does not use it, so a job that keeps outliving the grace period
+    still runs out of attempts.
     """
 
     job_id: JobId

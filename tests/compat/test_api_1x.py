@@ -29,7 +29,7 @@ from pgqueuer.executors import (
     EntrypointExecutorParameters,
     wants_context,
 )
-from pgqueuer.models import Context, Job
+from pgqueuer.models import CancellationScope, Context, Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 from pgqueuer.sm import SchedulerManager
@@ -195,7 +195,8 @@ async def test_job_fields(driver: object) -> None:
     await drain(pgq)
     (job,) = captured
     assert job.id == job_id and job.entrypoint == "fields" and job.priority == 7
-    assert job.status == "picked" and job.attempts == 1 and job.payload == b"\x00\xff"
+    # attempts: the runs before this one, 0 on the first run, as in 1.x.
+    assert job.status == "picked" and job.attempts == 0 and job.payload == b"\x00\xff"
     assert isinstance(job.queue_manager_id, UUID)
     assert job.queue_manager_id == pgq.qm.queue_manager_id
     for moment in (job.created, job.updated, job.heartbeat, job.execute_after):
@@ -304,11 +305,13 @@ async def test_retry_requested_and_held_failures(driver: object) -> None:
     (broken_id,) = await pgq.queries.enqueue("broken", None)
     (dropped_id,) = await pgq.queries.enqueue("dropped", None)
     await drain(pgq)
-    assert attempts == [1, 2, 3]
+    assert attempts == [0, 1, 2, 3]  # as in 1.x: 0 on the first run, one more per retry
     statuses = dict(await pgq.queries.job_status([flaky_id, broken_id, dropped_id]))
     assert statuses == {flaky_id: "successful", broken_id: "failed", dropped_id: "exception"}
     # As in 1.x only held jobs are listed (an on_failure="delete" failure is not held).
     assert [job.id for job in await pgq.queries.list_failed_jobs()] == [broken_id]
+    (held,) = await pgq.queries.list_failed_jobs()
+    assert held.attempts == 0  # it failed on its first run, with no retry before it (1.x: 0)
     assert [job.id for job in await pgq.queries.list_failed_jobs(order="ASC")] == [broken_id]
     with pytest.raises(ValueError, match="order"):
         await pgq.queries.list_failed_jobs(order="UP")  # type: ignore[arg-type]
@@ -336,7 +339,7 @@ async def test_retry_requested_inside_a_task_group(driver: object) -> None:
     @pgq.entrypoint("all_retries")
     async def all_retries(job: Job) -> None:
         runs.append(job.attempts)
-        if job.attempts == 1:
+        if job.attempts == 0:
             async with asyncio.TaskGroup() as group:
                 group.create_task(ask_retry(0))
                 group.create_task(ask_retry(0))
@@ -350,7 +353,7 @@ async def test_retry_requested_inside_a_task_group(driver: object) -> None:
     (retried,) = await pgq.queries.enqueue("all_retries", None)
     (failed,) = await pgq.queries.enqueue("mixed", None)
     await drain(pgq)
-    assert runs == [1, 2]
+    assert runs == [0, 1]
     statuses = dict(await pgq.queries.job_status([retried, failed]))
     assert statuses == {retried: "successful", failed: "exception"}
 
@@ -375,8 +378,9 @@ async def test_database_retry_executor(driver: object) -> None:
 
     (job_id,) = await pgq.queries.enqueue("retry", None)
     await drain(pgq)
-    # As in 1.x, max_attempts counts retries: the first run plus three more.
-    assert runs == [1, 2, 3, 4]
+    # As in 1.x, max_attempts counts retries: the first run plus three more, each seeing
+    # the retries before it.
+    assert runs == [0, 1, 2, 3]
     assert await status_of(pgq.queries, job_id) == "failed"
     (log,) = [entry for entry in await pgq.queries.job_log_history(job_id) if entry.traceback]
     assert log.traceback is not None and log.traceback.exception_message == "boom"
@@ -396,6 +400,33 @@ def test_database_retry_executor_backoff() -> None:
     assert executor.initial_delay == timedelta(seconds=1)
     with pytest.raises(ValueError, match="max_attempts"):
         DatabaseRetryEntrypointExecutor(EntrypointExecutorParameters(0, handler), max_attempts=-1)
+
+
+async def test_database_retry_executor_reads_job_attempts_as_1x() -> None:
+    """1.x's arithmetic on ``job.attempts`` (the retries so far): a failure is retried after
+    ``initial * multiplier ** attempts`` until ``attempts >= max_attempts``, then final."""
+
+    async def handler(job: Job) -> None:
+        raise ConnectionError("down")
+
+    executor = DatabaseRetryEntrypointExecutor(
+        EntrypointExecutorParameters(0, handler),
+        max_attempts=3,
+        initial_delay=timedelta(seconds=1),
+        max_delay=timedelta(seconds=3),
+    )
+    moment = datetime(2026, 1, 1).astimezone()
+    delays: list[timedelta] = []
+    for attempts in range(3):
+        job = Job(JobId(1), 0, moment, moment, moment, moment, "picked", "e", None, attempts)
+        with pytest.raises(RetryRequested) as raised:
+            await executor.execute(job, Context(CancellationScope()))
+        delays.append(raised.value.delay)
+        assert raised.value.reason == "down"
+    assert delays == [timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=3)]
+    final = Job(JobId(1), 0, moment, moment, moment, moment, "picked", "e", None, 3)
+    with pytest.raises(ConnectionError):
+        await executor.execute(final, Context(CancellationScope()))
 
 
 async def test_custom_executors(driver: object) -> None:

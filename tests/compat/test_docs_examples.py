@@ -380,10 +380,10 @@ async def test_retry_requested_basic_usage(driver: object) -> None:
 
 
 async def test_retry_reading_the_attempt_counter(driver: object) -> None:
-    """Database-Level Retry, "Reading the attempt counter". 1.x documents ``job.attempts``
-    as 0 on the first run, 1 after one retry; ours counts runs, so each value is one more
-    (docs/compat.md). The example's shape (give up past a count, delay from the count) runs
-    unchanged; the delays are zero here to keep the test short."""
+    """Database-Level Retry, "Reading the attempt counter": ``job.attempts`` is 0 on the
+    first run, 1 after one retry, and so on. The example's shape (give up past a count,
+    delay from the count) runs unchanged; the delays are zero here to keep the test short
+    (test_retry_delay_from_the_attempt_counter checks the delay)."""
     pgq = PgQueuer(driver)
     await pgq.queries.install()
     seen: list[int] = []
@@ -399,8 +399,53 @@ async def test_retry_reading_the_attempt_counter(driver: object) -> None:
 
     [job_id] = await pgq.queries.enqueue("resilient_task", None)
     await drain(pgq)
-    assert seen == [1, 2, 3]  # 1.x: [0, 1, 2, 3] - our counter is one ahead
+    assert seen == [0, 1, 2, 3]  # as in 1.x
     assert await statuses(pgq.queries, [job_id]) == {job_id: "exception"}
+
+
+async def test_retry_delay_from_the_attempt_counter(driver: object) -> None:
+    """The guide's ``RetryRequested(delay=timedelta(seconds=2 ** job.attempts))``: the first
+    retry waits 2 ** 0 = 1 s, as in 1.x (not 2 s)."""
+    pgq = PgQueuer(driver)
+    await pgq.queries.install()
+
+    @pgq.entrypoint("resilient_task")
+    async def resilient_task(job: Job) -> None:
+        raise RetryRequested(
+            delay=timedelta(seconds=2**job.attempts),
+            reason=f"transient error on attempt {job.attempts}",
+        )
+
+    [job_id] = await pgq.queries.enqueue("resilient_task", None)
+    await drain(pgq)  # the retry is deferred by the delay, so drain returns after one run
+    result = await pgq.fetch_job_result(job_id)
+    assert result is not None and result.status == "queued"
+    # The retry sets both from the same clock reading: the gap is exactly the delay.
+    assert result.execute_after - result.updated_at == timedelta(seconds=1)
+    assert result.error_message == "transient error on attempt 0"
+    job = await pgq.queries.queue_job_by_id(job_id)
+    assert job is not None and job.attempts == 1  # one retry so far, as in 1.x
+
+
+async def test_retry_until_the_third_run(driver: object) -> None:
+    """``if job.attempts < 2: raise RetryRequested(...)`` runs three times, as in 1.x: the
+    first run and two retries, the third run succeeding."""
+    pgq = PgQueuer(driver)
+    await pgq.queries.install()
+    seen: list[int] = []
+
+    @pgq.entrypoint("eventually")
+    async def eventually(job: Job) -> None:
+        seen.append(job.attempts)
+        if job.attempts < 2:
+            raise RetryRequested(delay=timedelta(seconds=0), reason="not yet")
+
+    [job_id] = await pgq.queries.enqueue("eventually", None)
+    await drain(pgq)
+    assert seen == [0, 1, 2]
+    assert await statuses(pgq.queries, [job_id]) == {job_id: "successful"}
+    result = await pgq.fetch_job_result(job_id)
+    assert result is not None and result.attempts == 3  # our stored count: three runs
 
 
 @pytest.mark.parametrize("on_failure", ["delete", "hold"])

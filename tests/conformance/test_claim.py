@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+import pytest
+
 from pgqueuer.backends.protocol import QueueBackend
 from pgqueuer.models import EntrypointLimit, Job, NewJob, Outcome
 from pgqueuer.types import JobId
@@ -50,21 +52,36 @@ async def test_claim_orders_across_entrypoints_by_priority(backend: QueueBackend
     assert job.id == b
 
 
-async def test_claim_sets_lease_attempts_and_owner(backend: QueueBackend) -> None:
+@pytest.mark.parametrize("limit", [0, 5], ids=["unlimited", "limited"])
+async def test_claim_sets_lease_attempts_and_owner(backend: QueueBackend, limit: int) -> None:
+    # Unlimited and limited entrypoints are claimed by different statements (and decoders).
     (job_id,) = await enqueue(backend, "a", 1)
     worker = uuid4()
-    (job,) = await backend.claim([EntrypointLimit("a")], 1, worker, 30.0)
+    (job,) = await backend.claim([EntrypointLimit("a", limit)], 1, worker, 30.0)
     assert job.id == job_id
-    assert (job.status, job.attempts, job.lease) == ("picked", 1, 1)
+    # The claim counts the run in the stored attempts; the Job shows the runs before it
+    # (pgqueuer 1.x's number): 0 on the first run.
+    assert (job.status, job.attempts, job.lease) == ("picked", 0, 1)
     assert job.queue_manager_id == worker
     stored = await backend.fetch_job(job_id)
     assert stored is not None
-    assert (stored.status, stored.attempts, stored.lease) == ("picked", 1, 1)
+    assert (stored.status, stored.attempts, stored.lease) == ("picked", 0, 1)
+    assert await stored_attempts(backend, job_id) == 1
 
     # A retry puts it back; the next claim counts another attempt and takes a new lease.
     assert await backend.finish([Outcome(job.id, job.lease, "queued")]) == {job_id}
-    (again,) = await claim(backend, [EntrypointLimit("a")])
-    assert (again.id, again.attempts, again.lease) == (job_id, 2, 2)
+    waiting = await backend.fetch_job(job_id)
+    assert waiting is not None and (waiting.status, waiting.attempts) == ("queued", 1)
+    (again,) = await claim(backend, [EntrypointLimit("a", limit)])
+    assert (again.id, again.attempts, again.lease) == (job_id, 1, 2)
+    assert await stored_attempts(backend, job_id) == 2
+
+
+async def stored_attempts(backend: QueueBackend, job_id: JobId) -> int:
+    """The stored count (runs, the current one included), as JobResult reports it."""
+    result = await backend.fetch_result(job_id)
+    assert result is not None
+    return result.attempts
 
 
 async def test_picked_jobs_are_not_claimed_again(backend: QueueBackend) -> None:

@@ -70,6 +70,12 @@ async def test_failed_and_canceled_outcomes(backend: QueueBackend) -> None:
     assert held_result.error_type == "Boom"
     assert (canceled_result.status, canceled_result.raw_status) == ("cancelled", "canceled")
     assert canceled_result.finished_at is not None
+    # Both ran once: the stored count says 1, a Job (1.x's number) the runs before the last.
+    assert (held_result.attempts, canceled_result.attempts) == (1, 1)
+    (listed,) = await backend.list_failed(10, held_only=True)
+    assert (listed.id, listed.attempts) == (held.id, 0)
+    stopped = await backend.fetch_job(canceled.id)
+    assert stopped is not None and (stopped.status, stopped.attempts) == ("canceled", 0)
 
 
 async def test_retry_requeues_after_the_delay_and_keeps_the_attempt(
@@ -86,13 +92,18 @@ async def test_retry_requeues_after_the_delay_and_keeps_the_attempt(
     assert accepted == {later.id, soon.id}
     waiting = await backend.fetch_job(later.id)
     assert waiting is not None
+    # One run so far, kept in the stored count; a queued Job shows it too (the runs its
+    # next run will see before it).
     assert (waiting.status, waiting.attempts) == ("queued", 1)
     assert waiting.execute_after > await backend.now() + timedelta(seconds=3500)
     result = await backend.fetch_result(later.id)
     assert result is not None and result.status == "queued" and result.finished_at is None
+    assert result.attempts == 1
 
     again = await claim_one(backend)
-    assert (again.id, again.attempts, again.lease) == (soon.id, 2, 2)
+    assert (again.id, again.attempts, again.lease) == (soon.id, 1, 2)
+    result = await backend.fetch_result(soon.id)
+    assert result is not None and result.attempts == 2
     assert await backend.claim([EntrypointLimit("a")], 10, uuid4(), 30.0) == []
 
 
@@ -100,10 +111,13 @@ async def test_release_gives_the_attempt_back(backend: QueueBackend) -> None:
     job = await enqueue_and_claim(backend)
     release = Outcome(job.id, job.lease, "queued", count_attempt=False)
     assert await backend.finish([release]) == {job.id}
-    stored = await backend.fetch_job(job.id)
-    assert stored is not None and (stored.status, stored.attempts) == ("queued", 0)
+    stored = await backend.fetch_result(job.id)
+    assert stored is not None and (stored.raw_status, stored.attempts) == ("queued", 0)
     again = await claim_one(backend)
-    assert (again.id, again.attempts, again.lease) == (job.id, 1, 2)
+    # The released run does not count: the next run is the first again.
+    assert (again.id, again.attempts, again.lease) == (job.id, 0, 2)
+    stored = await backend.fetch_result(job.id)
+    assert stored is not None and stored.attempts == 1
 
 
 async def test_stale_lease_is_fenced_out(backend: QueueBackend, wait_until: WaitUntil) -> None:

@@ -112,7 +112,7 @@ async def main(args: argparse.Namespace) -> None:
 
     def duration(job: Job) -> float:
         payload = job.json_payload() or {}
-        if job.attempts == 1 and "first_sleep" in payload:
+        if job.attempts == 0 and "first_sleep" in payload:  # the first run
             return float(payload["first_sleep"])
         return float(payload.get("sleep", 0))
 

@@ -155,7 +155,9 @@ class FaultEnv:
     ) -> WorkerProc:
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {k: v for k, v in os.environ.items() if k != "PGQUEUER_FAULTPOINTS"}
-        env["PYTHONPATH"] = str(REPO)
+        # This checkout's library first: the venv's editable install may point at another
+        # checkout (a git worktree), whose code the workers would otherwise run.
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
         if faultpoints:
             env["PGQUEUER_FAULTPOINTS"] = faultpoints
         with log.open("wb") as sink:

@@ -10,7 +10,8 @@ from uuid import uuid4
 import pytest
 
 from pgqueuer.backends.claimed import ClaimedJobs, _EpochTimes, claimed_job_from_row
-from pgqueuer.models import Job
+from pgqueuer.backends.sql import job_from_row
+from pgqueuer.models import Job, prior_runs
 from pgqueuer.types import JobId
 
 
@@ -41,7 +42,7 @@ def test_claimed_job_sets_every_field() -> None:
         status="picked",
         entrypoint="mail",
         payload=b"abc",
-        attempts=2,
+        attempts=1,  # the stored count includes this run; 1.x's number is the runs before it
         queue_manager_id=worker,
         headers={"trace": {"id": 1}},
         lease=5,
@@ -59,6 +60,54 @@ def test_claimed_job_sets_every_field() -> None:
     assert (bare.payload, bare.headers, bare.timeout) == (None, None, None)
     # No execute_after sent: the job became runnable when it was created.
     assert bare.execute_after == moment
+
+
+def test_claimed_and_fetched_jobs_report_the_same_attempts() -> None:
+    # The lean claim and the full-row decoder (claims of limited entrypoints, fetch_job)
+    # must agree: a picked row's Job shows the runs before this one.
+    moment = datetime(2026, 12, 2, 4, 5, 6, tzinfo=UTC)
+    worker = uuid4()
+    for stored in (1, 2, 3):
+        lean = claimed_job_from_row(_row(9, 0, moment) | {"attempts": stored}, worker)
+        full = job_from_row(
+            {
+                "id": 9,
+                "priority": 0,
+                "created": moment,
+                "updated": moment,
+                "heartbeat": moment,
+                "execute_after": moment,
+                "status": "picked",
+                "entrypoint": "mail",
+                "payload": None,
+                "attempts": stored,
+                "queue_manager_id": worker,
+                "headers": None,
+                "lease": 1,
+                "timeout_seconds": None,
+            }
+        )
+        assert lean == full and lean.attempts == stored - 1
+
+
+@pytest.mark.parametrize(
+    ("status", "stored", "queue_manager_id", "expected"),
+    [
+        ("queued", 0, None, 0),  # never ran
+        ("queued", 2, None, 2),  # retried twice: its next run sees 2, as in 1.x
+        ("picked", 1, "w", 0),  # the first run
+        ("picked", 3, "w", 2),  # the second retry
+        ("successful", 1, "w", 0),
+        ("exception", 3, None, 2),  # failed for good on its third run (or by crashes)
+        ("failed", 4, "w", 3),  # held after three retries (1.x's list_failed_jobs: 3)
+        ("canceled", 2, "w", 1),  # stopped while running: its worker recorded it
+        ("canceled", 0, None, 0),  # cancelled before it ran
+        ("canceled", 1, None, 1),  # cancelled while it waited for its first retry
+        ("deleted", 1, None, 1),  # cleared while it waited for its first retry
+    ],
+)
+def test_prior_runs(status: str, stored: int, queue_manager_id: str | None, expected: int) -> None:
+    assert prior_runs(status, stored, queue_manager_id) == expected
 
 
 def test_epoch_seconds_convert_back_to_the_microsecond() -> None:

@@ -14,10 +14,12 @@ from uuid import uuid4
 
 import pytest
 
+from pgqueuer import PgQueuer
 from pgqueuer.backends.memory import MemoryBackend
+from pgqueuer.core.retry import RetryPolicy
 from pgqueuer.errors import DuplicateJobError, SchemaError
 from pgqueuer.models import EntrypointLimit, Job, Lease, NewJob, Outcome
-from pgqueuer.types import JobId
+from pgqueuer.types import JobId, QueueExecutionMode
 
 START = datetime(2026, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
@@ -252,3 +254,34 @@ async def test_claim_does_not_scan_every_job(backend: MemoryBackend) -> None:
     keys = [(-job.priority, job.id) for job in claimed]
     assert keys == sorted(keys)
     assert {job.priority for job in claimed} == {6}
+
+
+async def test_a_retry_policy_counts_runs_and_backs_off_from_the_first_retry(
+    backend: MemoryBackend, clock: FakeClock
+) -> None:
+    # The seed API's RetryPolicy counts runs (max_attempts=3: three runs) while the Job a
+    # handler sees counts the runs before this one (0, 1, 2, as in pgqueuer 1.x); the
+    # worker's arithmetic between the two decides both the run count and the delays.
+    pg = PgQueuer(backend)
+    seen: list[int] = []
+
+    @pg.entrypoint(
+        "a", retry=RetryPolicy(max_attempts=3, initial_delay=1, backoff_multiplier=2, jitter=False)
+    )
+    async def flaky(job: Job) -> None:
+        seen.append(job.attempts)
+        raise ValueError("down")
+
+    job_id = await enqueue(backend, NewJob("a", None))
+    gaps: list[timedelta] = []
+    statuses: list[tuple[str, int]] = []
+    for _ in range(3):  # max_attempts=3: the third run is the last
+        await pg.qm.run(mode=QueueExecutionMode.drain, handle_signals=False)
+        result = await backend.fetch_result(job_id)
+        assert result is not None
+        statuses.append((result.raw_status, result.attempts))
+        gaps.append(result.execute_after - result.updated_at)
+        clock.now = max(clock.now, result.execute_after)  # the retry is due
+    assert seen == [0, 1, 2]
+    assert statuses == [("queued", 1), ("queued", 2), ("exception", 3)]
+    assert gaps[:2] == [timedelta(seconds=1), timedelta(seconds=2)]

@@ -53,7 +53,9 @@ def claimed_job_from_row(
     _set_status(job, "picked")
     _set_entrypoint(job, row["entrypoint"])
     _set_payload(job, payload if payload is None or type(payload) is bytes else bytes(payload))
-    _set_attempts(job, row["attempts"])
+    # The claim has just counted this run; a Job's attempts are the runs before it (1.x's
+    # number, see models.prior_runs).
+    _set_attempts(job, row["attempts"] - 1)
     _set_queue_manager_id(job, worker_id)
     _set_headers(job, json.loads(headers) if headers is not None else None)
     _set_lease(job, row["lease"])

@@ -57,6 +57,7 @@ from pgqueuer.models import (
     StaleJob,
     TickPlan,
     XminHorizon,
+    prior_runs,
     result_status,
     tick_payload,
 )
@@ -107,7 +108,7 @@ class _Record:
             status=self.status,
             entrypoint=self.entrypoint,
             payload=self.payload,
-            attempts=self.attempts,
+            attempts=prior_runs(self.status, self.attempts, self.queue_manager_id),
             queue_manager_id=self.queue_manager_id,
             headers=json.loads(json.dumps(self.headers)) if self.headers is not None else None,
             lease=self.lease,

@@ -138,7 +138,9 @@ class QueueBackend(Protocol):
         Runnable: status ``queued`` and ``execute_after <= now``. Order: priority
         descending, then id ascending. Each claimed job becomes ``picked`` with
         ``attempts + 1``, ``lease + 1``, ``queue_manager_id = worker_id``,
-        ``heartbeat = now`` and ``lease_expires_at = now + lease_seconds``.
+        ``heartbeat = now`` and ``lease_expires_at = now + lease_seconds``; the returned
+        jobs' ``attempts`` are the runs before this one (``models.prior_runs``, as for
+        every ``Job`` a backend returns), the stored count less one.
         An entrypoint with ``concurrency_limit > 0`` never has more than that many
         ``picked`` jobs across all workers. Two concurrent claims never return the same job.
         """

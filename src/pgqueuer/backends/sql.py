@@ -55,6 +55,7 @@ from pgqueuer.models import (
     StaleJob,
     TickPlan,
     XminHorizon,
+    prior_runs,
     result_status,
     tick_payload,
 )
@@ -67,6 +68,7 @@ from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 def job_from_row(row: Row) -> Job:
     headers = row["headers"]
     payload = row["payload"]
+    queue_manager_id = _as_uuid(row["queue_manager_id"])
     return Job(
         id=JobId(row["id"]),
         priority=row["priority"],
@@ -77,8 +79,8 @@ def job_from_row(row: Row) -> Job:
         status=row["status"],
         entrypoint=row["entrypoint"],
         payload=bytes(payload) if payload is not None else None,
-        attempts=row["attempts"],
-        queue_manager_id=_as_uuid(row["queue_manager_id"]),
+        attempts=prior_runs(row["status"], row["attempts"], queue_manager_id),
+        queue_manager_id=queue_manager_id,
         headers=json.loads(headers) if headers is not None else None,
         lease=row["lease"],
         timeout=row["timeout_seconds"],

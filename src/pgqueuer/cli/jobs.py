@@ -101,6 +101,9 @@ async def failed(args: argparse.Namespace, session: Session) -> int:
     pg = await session.queue()
     jobs = await pg.queries.list_failed_jobs(limit=args.limit)
     results = {r.id: r for r in (await _results(pg, [job.id for job in jobs]))[0]}
+    # Shown as `pgq status` does, counting runs: a failed Job's attempts (1.x's number) are
+    # the runs before its last one.
+    runs = {job.id: job.attempts + 1 for job in jobs}
     if args.json:
         emit_json(
             [
@@ -108,7 +111,7 @@ async def failed(args: argparse.Namespace, session: Session) -> int:
                     "id": job.id,
                     "entrypoint": job.entrypoint,
                     "status": job.status,
-                    "attempts": job.attempts,
+                    "attempts": runs[job.id],
                     "priority": job.priority,
                     "created": job.created,
                     "updated": job.updated,
@@ -127,7 +130,7 @@ async def failed(args: argparse.Namespace, session: Session) -> int:
             job.id,
             job.entrypoint,
             job.status,
-            job.attempts,
+            runs[job.id],
             job.updated,
             outcome_text(results[job.id]) if job.id in results else "-",
         )

@@ -138,8 +138,9 @@ class DatabaseRetryEntrypointExecutor(EntrypointExecutor):
 
     The job goes back to the queue (in the database, so a retry survives a worker restart).
     As in pgqueuer 1.x, ``max_attempts`` is the number of *retries*: the job runs at most
-    ``max_attempts + 1`` times, and the delay before retry ``n`` (n = 1, 2, ...) is
-    ``min(initial_delay * backoff_multiplier ** (n - 1), max_delay)``, without jitter.
+    ``max_attempts + 1`` times. In 1.x's terms (``job.attempts`` is the retries so far):
+    a failed run that saw ``job.attempts < max_attempts`` is retried after
+    ``min(initial_delay * backoff_multiplier ** job.attempts, max_delay)``, without jitter.
     After the last run the exception is final (``exception``, or ``failed`` with
     ``on_failure="hold"``). A handler's own ``RetryRequested`` passes through unchanged.
     """
@@ -159,8 +160,8 @@ class DatabaseRetryEntrypointExecutor(EntrypointExecutor):
         initial = _as_timedelta(self.initial_delay, "initial_delay")
         maximum = _as_timedelta(self.max_delay, "max_delay")
         self.initial_delay, self.max_delay = initial, maximum
-        # Our job.attempts counts runs (1 on the first run); 1.x counts retries (0 on the
-        # first run). One more run than max_attempts gives 1.x's behaviour exactly.
+        # The seed's retry policy has this arithmetic but counts runs, the first included:
+        # max_attempts retries are max_attempts + 1 runs.
         self.policy = RetryPolicy(
             max_attempts=self.max_attempts + 1,
             initial_delay=initial.total_seconds(),
@@ -177,8 +178,9 @@ class DatabaseRetryEntrypointExecutor(EntrypointExecutor):
         except Exception as exc:
             if (retry := retry_request(exc)) is not None:
                 raise retry from exc
-            if not self.policy.should_retry(job.attempts, exc):
+            runs = job.attempts + 1  # job.attempts is the runs before this one
+            if not self.policy.should_retry(runs, exc):
                 raise
-            delay = self.policy.delay(job.attempts)
+            delay = self.policy.delay(runs)
             reason = str(exc) or type(exc).__name__
             raise RetryRequested(timedelta(seconds=delay), reason=reason) from exc

@@ -1001,10 +1001,9 @@ class WorkerRun:
     ) -> Outcome:
         info = error_info(exc)
         policy = registration.retry if registration else NO_RETRY
-        if retryable and policy.should_retry(job.attempts, exc):
-            return Outcome(
-                job.id, job.lease, "queued", error=info, retry_delay=policy.delay(job.attempts)
-            )
+        runs = job.attempts + 1  # job.attempts is the runs before this one; policies count runs
+        if retryable and policy.should_retry(runs, exc):
+            return Outcome(job.id, job.lease, "queued", error=info, retry_delay=policy.delay(runs))
         held = registration is not None and registration.on_failure == "hold"
         logger.warning("job %s (%s) failed: %s", job.id, job.entrypoint, info.message)
         return Outcome(job.id, job.lease, "failed" if held else "exception", error=info)
