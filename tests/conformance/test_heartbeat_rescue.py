@@ -200,7 +200,8 @@ async def test_release_unstarted_puts_back_what_a_worker_claimed_and_does_not_ru
     outcome = Outcome(unstarted.id, unstarted.lease, "successful")
     assert await backend.finish([outcome], worker) == set()
     (again,) = await backend.claim([EntrypointLimit("a")], 1, uuid4(), 30.0)
-    assert (again.id, again.attempts) == (unstarted.id, 1)
+    # The attempt was given back: the re-claim is the job's first run (1.x's number, 0).
+    assert (again.id, again.attempts) == (unstarted.id, 0)
     assert again.lease > unstarted.lease
     assert await backend.release_unstarted(worker, []) == [running.id]
     assert await backend.release_unstarted(worker, []) == []
