@@ -367,8 +367,11 @@ class PgQueuer:
     ) -> None:
         """Run the worker, and the scheduler when schedules are registered.
 
-        ``once=True`` fires the schedule ticks that are due, processes every job runnable now
-        and returns; ``timeout`` bounds the whole call. Without either it runs until
+        ``once=True`` fires the schedule ticks that are due, processes the jobs that are due
+        and the retries of those (waiting for a retry's delay) and returns;
+        ``mode=QueueExecutionMode.drain`` returns only when no job of the registered tasks is
+        queued, deferred ones included (see :meth:`QueueManager.run`); ``timeout`` bounds the
+        whole call. Without either it runs until
         ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
         ``shutdown_grace`` seconds; a second signal stops at once). Failures of the worker or
         scheduler themselves propagate; handler errors become job outcomes.
