@@ -384,8 +384,11 @@ class PgQueuer:
 
         The positional parameters are pgqueuer 1.x's, in its order (``dequeue_timeout``,
         ``batch_size``, ``mode``...); the seed API's ``once`` and ``timeout`` are keywords.
-        ``once=True`` fires the schedule ticks that are due, processes every job runnable now
-        and returns; ``timeout`` bounds the whole call. Without either it runs until
+        ``once=True`` fires the schedule ticks that are due, processes the jobs that are due
+        and the retries of those (waiting for a retry's delay) and returns;
+        ``mode=QueueExecutionMode.drain`` returns only when no job of the registered tasks is
+        queued, deferred ones included (see :meth:`QueueManager.run`); ``timeout`` bounds the
+        whole call. Without either it runs until
         ``pg.shutdown`` is set or SIGINT/SIGTERM arrives (graceful: running jobs get
         ``shutdown_grace`` seconds; a second signal stops at once). Failures of the worker or
         scheduler themselves propagate (when both fail, the first is raised and the other is

@@ -281,6 +281,19 @@ class HeartbeatReport:
 
 
 @dataclass(frozen=True, slots=True)
+class DueOutlook:
+    """When queued jobs (of some entrypoints or ids) can run, by the store's clock."""
+
+    runnable: bool  # one is due now (whether a concurrency limit lets it run or not)
+    next_in: float | None  # seconds until the earliest one not due yet; None: none waits
+
+    @property
+    def empty(self) -> bool:
+        """No such job is queued at all, due or deferred."""
+        return not self.runnable and self.next_in is None
+
+
+@dataclass(frozen=True, slots=True)
 class EntrypointLimit:
     """What a worker asks the claim for: an entrypoint and its fleet-wide concurrency limit."""
 

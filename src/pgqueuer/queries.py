@@ -363,6 +363,12 @@ class Queries:
         """1 if any job of these entrypoints is queued and runnable now, else 0."""
         return int(await self.backend.has_runnable(_entrypoint_list(entrypoints)))
 
+    async def next_deferred_eta(self, entrypoints: str | Sequence[str]) -> timedelta | None:
+        """How long until the earliest queued job of these entrypoints that is not due yet
+        becomes due (``None`` if there is none); jobs due already are not counted."""
+        outlook = await self.backend.next_due(_entrypoint_list(entrypoints))
+        return None if outlook.next_in is None else timedelta(seconds=outlook.next_in)
+
     async def active_workers(self) -> list[ActiveWorker]:
         """Workers (queue managers) holding running jobs, with their heartbeats."""
         return await self.backend.active_workers()

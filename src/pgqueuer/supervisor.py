@@ -428,9 +428,10 @@ async def run(
     ``retention`` are passed to the worker's ``run()`` when given (``None`` keeps its
     default); ``keep_finished_jobs=True`` turns retention off. See ``docs/reliability.md``.
 
-    ``factory`` is a callable or its ``"module:function"`` path. ``once=True`` (or
-    ``mode=drain``) returns when no runnable job is left; ``timeout`` bounds the whole call,
-    restarts included. Returns normally after a graceful stop; a factory that cannot be
+    ``factory`` is a callable or its ``"module:function"`` path. ``once=True`` returns when
+    no job is due or running and none it ran waits for a retry; ``mode=drain`` when no job of
+    the worker's tasks is queued at all (see ``QueueManager.run``); ``timeout`` bounds the
+    whole call, restarts included. Returns normally after a graceful stop; a factory that cannot be
     loaded or gives the wrong type raises :class:`FactoryError`; without
     ``restart_on_failure`` a crash propagates.
     """

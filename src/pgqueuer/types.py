@@ -36,4 +36,4 @@ class QueueExecutionMode(enum.Enum):
     """How long ``run()`` keeps going."""
 
     continuous = "continuous"  # until stopped
-    drain = "drain"  # until no runnable job is left, then return
+    drain = "drain"  # until no job of its entrypoints is queued (deferred ones included)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -267,17 +268,95 @@ async def test_priority_order_and_deferral(driver: object) -> None:
 
     @pgq.entrypoint("later")
     async def later(job: Job) -> None:
-        raise AssertionError("a deferred job ran early")
+        order.append(-1)
 
     await pgq.queries.enqueue(["ordered"] * 4, [None] * 4, [0, 5, 1, 5])
-    (deferred,) = await pgq.queries.enqueue("later", None, execute_after=timedelta(hours=1))
-    # drain stops when nothing is runnable now: it does not wait for the deferred job.
-    await drain(pgq, batch_size=1)
-    assert order == [5, 5, 1, 0]
-    assert await status_of(pgq.queries, deferred) == "queued"
+    (deferred,) = await pgq.queries.enqueue("later", None, execute_after=timedelta(seconds=0.5))
     assert await pgq.queries.queued_work(["later"]) == 1
     assert await pgq.queries.eligible_queued_work(["later"]) == 0
-    assert await pgq.queries.queued_work("ordered") == 0
+    # As in 1.x, drain waits for deferred jobs: it returns once the deferred one has run too.
+    await drain(pgq, batch_size=1)
+    assert order == [5, 5, 1, 0, -1]
+    assert await status_of(pgq.queries, deferred) == "successful"
+    assert await pgq.queries.queued_work(["later", "ordered"]) == 0
+
+
+async def test_drain_waits_for_retries_with_a_delay(driver: object) -> None:
+    pgq = await new_pgqueuer(driver)
+    starts: dict[str, list[float]] = {}
+
+    def note(job: Job) -> None:
+        starts.setdefault(job.entrypoint, []).append(asyncio.get_running_loop().time())
+
+    @pgq.entrypoint("requested")
+    async def requested(job: Job) -> None:
+        note(job)
+        if job.attempts < 1:
+            raise RetryRequested(timedelta(seconds=0.3), reason="later")
+
+    @pgq.entrypoint("limited", concurrency_limit=1)
+    async def limited(job: Job) -> None:
+        note(job)
+        if job.attempts < 1:
+            raise RetryRequested(timedelta(seconds=0.2))
+
+    def backoff(parameters: EntrypointExecutorParameters) -> AbstractEntrypointExecutor:
+        return DatabaseRetryEntrypointExecutor(
+            parameters=parameters,
+            max_attempts=2,
+            initial_delay=timedelta(seconds=0.2),
+            max_delay=timedelta(seconds=1),
+        )
+
+    @pgq.entrypoint("backoff", executor_factory=backoff)
+    async def failing_twice(job: Job) -> None:
+        note(job)
+        if job.attempts < 2:
+            raise RuntimeError("not yet")
+
+    ids = [
+        (await pgq.queries.enqueue(name, None))[0] for name in ("requested", "limited", "backoff")
+    ]
+    await drain(pgq)
+    # Each job ran until it succeeded: drain did not return while a retry waited.
+    statuses = dict(await pgq.queries.job_status(ids))
+    assert set(statuses.values()) == {"successful"}
+    assert {name: len(runs) for name, runs in starts.items()} == {
+        "requested": 2,
+        "limited": 2,
+        "backoff": 3,
+    }
+    # Never before a retry's delay (backoff: 0.2 s, then 0.4 s).
+    gaps = {name: [b - a for a, b in itertools.pairwise(runs)] for name, runs in starts.items()}
+    assert gaps["requested"][0] >= 0.3 - 0.01 and gaps["limited"][0] >= 0.2 - 0.01
+    assert gaps["backoff"][0] >= 0.2 - 0.01 and gaps["backoff"][1] >= 0.4 - 0.01
+    assert await pgq.queries.queued_work(list(starts)) == 0
+
+
+async def test_drain_returns_promptly_when_nothing_is_queued(driver: object) -> None:
+    pgq = await new_pgqueuer(driver)
+    ran: list[str] = []
+
+    @pgq.entrypoint("plain")
+    async def plain(job: Job) -> None:
+        ran.append(job.entrypoint)
+
+    @pgq.entrypoint("limited", concurrency_limit=1)
+    async def limited(job: Job) -> None:
+        ran.append(job.entrypoint)
+
+    # Deferred work of an entrypoint this worker does not run is not its to wait for.
+    await pgq.queries.enqueue("elsewhere", None, execute_after=timedelta(hours=1))
+    await pgq.queries.enqueue(["plain", "limited"], [None, None], [0, 0])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await drain(pgq)
+    # Well within one poll (1 s here): the run did not wait for a poll to decide.
+    assert loop.time() - began < 0.9
+    assert sorted(ran) == ["limited", "plain"]
+    began = loop.time()
+    await drain(pgq)  # nothing at all
+    assert loop.time() - began < 0.9
 
 
 # ---- failures and retries --------------------------------------------------------------

@@ -114,6 +114,23 @@ async def drain(pgq: PgQueuer | QueueManager, **options: Any) -> None:
     )
 
 
+async def run_until(pgq: PgQueuer, predicate: Callable[[], Any], what: str) -> None:
+    """``pgq.run()`` until ``predicate`` holds, then a graceful stop: for examples whose jobs
+    are put back with a long delay, which a drain waits for (as in 1.x)."""
+    task = asyncio.create_task(pgq.run(dequeue_timeout=timedelta(seconds=1)))
+    try:
+        await wait_for(predicate, what)
+    finally:
+        pgq.shutdown.set()
+        await asyncio.wait_for(task, DEADLINE)
+
+
+async def queued_again(queries: Queries, job_id: JobId) -> bool:
+    """The job ran once and is back in the queue (a retry)."""
+    job = await queries.queue_job_by_id(job_id)
+    return job is not None and job.status == "queued" and job.attempts == 1
+
+
 # ---- README (1.6.0) ---------------------------------------------------------------------
 
 
@@ -370,7 +387,8 @@ async def test_retry_requested_basic_usage(driver: object) -> None:
 
     [job_id] = await pgq.queries.enqueue("call_api", b"{}")
     before = datetime.now(UTC)
-    await drain(pgq)  # the retried job is deferred, so nothing is runnable: drain returns
+    # Every run asks for another in 30 s, so a drain would never return (nor in 1.x).
+    await run_until(pgq, lambda: queued_again(pgq.queries, job_id), "the job put back")
     job = await pgq.queries.queue_job_by_id(job_id)
     assert job is not None and job.id == job_id
     assert job.status == "queued" and job.payload == b"{}"
@@ -417,7 +435,8 @@ async def test_retry_delay_from_the_attempt_counter(driver: object) -> None:
         )
 
     [job_id] = await pgq.queries.enqueue("resilient_task", None)
-    await drain(pgq)  # the retry is deferred by the delay, so drain returns after one run
+    # The retry is deferred by its delay, which a drain would wait for (as in 1.x).
+    await run_until(pgq, lambda: queued_again(pgq.queries, job_id), "the job put back")
     result = await pgq.fetch_job_result(job_id)
     assert result is not None and result.status == "queued"
     # The retry sets both from the same clock reading: the gap is exactly the delay.
@@ -776,7 +795,14 @@ async def test_hold_failed_jobs_and_requeue(driver: object) -> None:
 
     [order] = await pgq.queries.enqueue("process_order", b"order-7")
     [hook] = await pgq.queries.enqueue("deliver_webhook", b"hook")
-    await drain(pgq)
+
+    async def held_and_put_back() -> bool:
+        return (await statuses(pgq.queries, [order]))[order] == "failed" and await queued_again(
+            pgq.queries, hook
+        )
+
+    # The webhook is retried every 60 s, so a drain would wait for it (as in 1.x).
+    await run_until(pgq, held_and_put_back, "order held, webhook put back")
     assert await statuses(pgq.queries, [order, hook]) == {order: "failed", hook: "queued"}
     [held] = await pgq.queries.list_failed_jobs()
     assert held.id == order and held.payload == b"order-7" and held.status == "failed"
@@ -786,7 +812,11 @@ async def test_hold_failed_jobs_and_requeue(driver: object) -> None:
     requeued = await pgq.queries.queue_job_by_id(order)
     assert requeued is not None and requeued.status == "queued" and requeued.attempts == 0
     assert requeued.execute_after <= datetime.now(UTC) + timedelta(seconds=1)
-    await drain(pgq)
+
+    async def order_done() -> bool:
+        return (await statuses(pgq.queries, [order]))[order] == "successful"
+
+    await run_until(pgq, order_done, "the requeued order processed")
     assert await statuses(pgq.queries, [order]) == {order: "successful"}
     assert await pgq.queries.list_failed_jobs() == []
 

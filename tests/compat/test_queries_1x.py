@@ -161,6 +161,22 @@ async def test_clear_queue_and_statistics(driver: object) -> None:
     assert len(await queries.log_statistics(limit=1)) == 1
 
 
+async def test_queued_work_and_next_deferred_eta(driver: object) -> None:
+    queries = await installed(driver)
+    assert await queries.next_deferred_eta(["a"]) is None
+    await queries.enqueue("a", None)
+    assert await queries.next_deferred_eta(["a"]) is None  # due already: not deferred
+    await queries.enqueue(["a", "a"], [None, None], [0, 0], [timedelta(hours=1), None])
+    await queries.enqueue("a", None, execute_after=timedelta(minutes=5))
+    await queries.enqueue("b", None, execute_after=timedelta(seconds=30))
+    eta = await queries.next_deferred_eta(["a"])
+    assert eta is not None and timedelta(minutes=4) < eta <= timedelta(minutes=5)
+    eta = await queries.next_deferred_eta("b")
+    assert eta is not None and timedelta(seconds=25) < eta <= timedelta(seconds=30)
+    assert await queries.queued_work(["a"]) == 1 and await queries.eligible_queued_work("a") == 1
+    assert await queries.next_deferred_eta(["c"]) is None and await queries.queued_work("c") == 0
+
+
 async def test_job_log_history(driver: object) -> None:
     queries = await installed(driver)
     pgq = PgQueuer(driver)

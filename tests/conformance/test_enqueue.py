@@ -216,3 +216,40 @@ async def test_dedupe_key_free_after_cancel(backend: QueueBackend) -> None:
     assert await backend.cancel([first]) == [first]
     (second,) = await backend.enqueue([new(dedupe_key="k")], "raise")
     assert second is not None and second != first
+
+
+async def test_next_due_tells_when_queued_jobs_can_run(backend: QueueBackend) -> None:
+    empty = await backend.next_due(["a"])
+    assert empty.empty and not empty.runnable and empty.next_in is None
+    (hour,) = await backend.enqueue([new(delay=3600)], "raise")
+    (minute,) = await backend.enqueue([new(delay=60)], "raise")
+    await backend.enqueue([new("b", delay=5)], "raise")  # another entrypoint's
+    deferred = await backend.next_due(["a"])
+    assert not deferred.runnable and not deferred.empty
+    assert deferred.next_in is not None and 55 < deferred.next_in <= 60
+    (now,) = await backend.enqueue([new()], "raise")
+    both = await backend.next_due(["a"])
+    assert both.runnable and both.next_in is not None and 55 < both.next_in <= 60
+    # A claimed job is no longer queued: only the deferred ones are left.
+    assert [job.id for job in await claim(backend)] == [now]
+    assert not (await backend.next_due(["a"])).runnable
+    # Limited to some ids: theirs only (of these entrypoints).
+    assert hour is not None and minute is not None and now is not None
+    mine = await backend.next_due(["a"], [hour, now])
+    assert not mine.runnable and mine.next_in is not None and 3550 < mine.next_in <= 3600
+    assert (await backend.next_due(["a"], [now])).empty
+    assert (await backend.next_due(["a"], [])).empty
+    assert (await backend.next_due(["b"], [hour])).empty
+    assert (await backend.next_due([])).empty
+    # Cancelled, it is not queued any more either.
+    await backend.cancel([hour, minute])
+    assert (await backend.next_due(["a"])).empty
+
+
+async def test_next_due_sees_a_retry_put_back_with_a_delay(backend: QueueBackend) -> None:
+    await backend.enqueue([new()], "raise")
+    (job,) = await claim(backend)
+    assert (await backend.next_due(["a"])).empty  # picked: not queued
+    await backend.finish([Outcome(job.id, job.lease, "queued", retry_delay=30)])
+    outlook = await backend.next_due(["a"], [job.id])
+    assert not outlook.runnable and outlook.next_in is not None and 25 < outlook.next_in <= 30

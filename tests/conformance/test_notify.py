@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, QueueBackend
+from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, QueueBackend, parse_due
 from pgqueuer.models import NewJob
 
 WaitUntil = Callable[..., Awaitable[None]]
@@ -65,6 +65,32 @@ async def test_deferred_jobs_send_no_wake_up(backend: QueueBackend, wait_until: 
         await backend.enqueue([NewJob("now", None)], "raise")
         await received(wait_until, inbox, WAKE_PREFIX + "now")
         assert WAKE_PREFIX + "later" not in inbox
+    finally:
+        await subscription.close()
+
+
+async def test_deferred_jobs_send_when_they_are_due(
+    backend: QueueBackend, wait_until: WaitUntil
+) -> None:
+    inbox: list[str] = []
+    subscription = await backend.listen(inbox.append)
+    try:
+        await backend.enqueue(
+            [
+                NewJob("later", None, delay=60),
+                NewJob("later", None, delay=30),
+                NewJob("other", None, delay=90),
+                NewJob("now", None),
+            ],
+            "raise",
+        )
+        await backend.notify("marker")
+        await received(wait_until, inbox, "marker")
+        due = sorted(d for payload in inbox if (d := parse_due(payload)) is not None)
+        # One per entrypoint with deferred jobs, naming its earliest; none for "now".
+        assert [name for name, _ in due] == ["later", "other"]
+        assert 29 < due[0][1] <= 30 and 89 < due[1][1] <= 90
+        assert WAKE_PREFIX + "now" in inbox
     finally:
         await subscription.close()
 

@@ -258,7 +258,8 @@ async def test_r20_poison_jobs(faults: FaultEnv) -> None:
     # (b): three attempts, then held as failed with its error and traceback (dead letter).
     assert (failed["status"], failed["attempts"], len(starts)) == ("failed", 3, 3)
     assert "failed on purpose" in failed["message"] and "RuntimeError" in failed["tb"]
-    # Retry delays 0.2 s then 0.4 s (x [0.5, 1] jitter); a retry waits for the next poll.
+    # Retry delays 0.2 s then 0.4 s (x [0.5, 1] jitter); the worker that wrote a retry wakes
+    # when it is due, another one at its next poll (bounds for either).
     assert 0.1 <= gaps[0] <= 0.2 + P + 0.5 and 0.2 <= gaps[1] <= 0.4 + P + 0.5
     # (c): cancelled at its 2 s timeout (+1 s), recorded as a JobTimeout.
     assert hung["status"] == "exception" and hung["type"] == "JobTimeout"

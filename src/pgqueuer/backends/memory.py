@@ -28,6 +28,7 @@ from uuid import UUID
 
 from pgqueuer.backends.protocol import (
     CANCEL_NOTICE,
+    DUE_PREFIX,
     WAKE_PREFIX,
     LostCallback,
     NotificationCallback,
@@ -38,6 +39,7 @@ from pgqueuer.models import (
     TERMINAL_STATUSES,
     ActiveWorker,
     BacklogEntry,
+    DueOutlook,
     EntrypointLimit,
     ErrorInfo,
     FiredTick,
@@ -326,6 +328,7 @@ class MemoryBackend:
 
         ids: list[JobId | None] = []
         woken: set[str] = set()
+        first_due: dict[str, datetime] = {}  # entrypoint -> its earliest new deferred job
         for job, execute_after, now_runnable in zip(jobs, due, runnable, strict=True):
             # Inserting the first occurrence of a key holds it, so later occurrences in the
             # same batch meet it here exactly as they would meet an older job.
@@ -334,6 +337,8 @@ class MemoryBackend:
                 ids.append(self._insert(job, execute_after, now).id)
                 if now_runnable:
                     woken.add(job.entrypoint)
+                else:
+                    self._note_due(first_due, job.entrypoint, execute_after)
             elif on_conflict == "skip":
                 ids.append(None)
             else:  # update_priority
@@ -345,10 +350,20 @@ class MemoryBackend:
                         self._place(existing, now)  # re-sort it under its new priority
                 if existing.status == "queued" and existing.execute_after <= now:
                     woken.add(existing.entrypoint)
+                elif existing.status == "queued":
+                    self._note_due(first_due, existing.entrypoint, existing.execute_after)
                 ids.append(holder)
         for entrypoint in sorted(woken):
             self._publish(WAKE_PREFIX + entrypoint)
+        for entrypoint, at in sorted(first_due.items()):
+            self._publish(f"{DUE_PREFIX}{(at - now).total_seconds()!r}:{entrypoint}")
         return ids
+
+    @staticmethod
+    def _note_due(first_due: dict[str, datetime], entrypoint: str, at: datetime) -> None:
+        current = first_due.get(entrypoint)
+        if current is None or at < current:
+            first_due[entrypoint] = at
 
     def _insert(self, job: NewJob, execute_after: datetime, now: datetime) -> _Record:
         job_id = JobId(self._next_id)
@@ -416,6 +431,35 @@ class MemoryBackend:
             record.updated = now
             record.lease_expires_at = expires
         return [record.to_job() for record in chosen]
+
+    async def next_due(
+        self, entrypoints: Sequence[str], job_ids: Sequence[JobId] | None = None
+    ) -> DueOutlook:
+        self._require_schema()
+        now = self._now()
+        wanted = set(entrypoints)
+        if job_ids is not None:
+            records = [self._jobs.get(job_id) for job_id in job_ids]
+        else:
+            # Queued records sit in their lanes' heaps; entries made stale by a later change
+            # are skipped (``_current``), and a record is in one heap at a time.
+            records = [
+                self._current(job_id, version)
+                for name in wanted
+                if (lane := self._lanes.get(name)) is not None
+                for heap in (lane.ready, lane.deferred)
+                for *_, job_id, version in heap
+            ]
+        runnable = False
+        first: datetime | None = None
+        for record in records:
+            if record is None or record.status != "queued" or record.entrypoint not in wanted:
+                continue
+            if record.execute_after <= now:
+                runnable = True
+            elif first is None or record.execute_after < first:
+                first = record.execute_after
+        return DueOutlook(runnable, None if first is None else (first - now).total_seconds())
 
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
         self._require_schema()

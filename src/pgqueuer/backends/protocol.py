@@ -24,6 +24,7 @@ now        Always the store's clock (database ``now()``), never the worker's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -33,6 +34,7 @@ from uuid import UUID
 from pgqueuer.models import (
     ActiveWorker,
     BacklogEntry,
+    DueOutlook,
     EntrypointLimit,
     FiredTick,
     HeartbeatReport,
@@ -55,8 +57,9 @@ from pgqueuer.models import (
 from pgqueuer.types import JOB_STATUS, JobId, OnConflict
 
 #: Called with the payload of each notification received: ``WAKE_PREFIX + entrypoint`` when
-#: work became available, ``CANCEL_NOTICE`` when jobs were asked to cancel, or
-#: ``HEALTH_PREFIX + token`` for a listener health probe.
+#: work became available, ``DUE_PREFIX + "<seconds>:" + entrypoint`` when a job was enqueued
+#: to become runnable that many seconds later, ``CANCEL_NOTICE`` when jobs were asked to
+#: cancel, or ``HEALTH_PREFIX + token`` for a listener health probe.
 NotificationCallback = Callable[[str], None]
 
 #: Called (once, without arguments) when a LISTEN connection is lost: notifications sent
@@ -64,8 +67,25 @@ NotificationCallback = Callable[[str], None]
 LostCallback = Callable[[], None]
 
 WAKE_PREFIX = "w:"
+# The seconds count from the enqueueing statement's start (its ``now()``): the job is due
+# at the earliest that long after the notification is sent, never before.
+DUE_PREFIX = "d:"
 CANCEL_NOTICE = "c"
 HEALTH_PREFIX = "h:"
+
+
+def parse_due(payload: str) -> tuple[str, float] | None:
+    """``(entrypoint, seconds)`` of a ``DUE_PREFIX`` notice; ``None`` for anything else."""
+    if not payload.startswith(DUE_PREFIX):
+        return None
+    seconds, colon, entrypoint = payload[len(DUE_PREFIX) :].partition(":")
+    try:
+        delay = float(seconds)
+    except ValueError:
+        return None
+    if not colon or not math.isfinite(delay):
+        return None
+    return entrypoint, delay
 
 
 class Subscription(Protocol):
@@ -121,7 +141,9 @@ class QueueBackend(Protocol):
         ``skip`` -> ``None`` at that position; ``update_priority`` -> the existing job's
         priority becomes max(old, new) and its id is returned. Within one call the first
         occurrence of a key wins (later ones conflict with it).
-        Sends one wake-up per distinct entrypoint that got a job runnable now.
+        Sends one wake-up per distinct entrypoint that got a job runnable now, and one
+        ``DUE_PREFIX`` notice per distinct entrypoint that got deferred ones, naming the
+        seconds until the earliest of them is due.
         """
         ...
 
@@ -148,6 +170,14 @@ class QueueBackend(Protocol):
 
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
         """True if a job of these entrypoints is queued and due now (limits ignored)."""
+        ...
+
+    async def next_due(
+        self, entrypoints: Sequence[str], job_ids: Sequence[JobId] | None = None
+    ) -> DueOutlook:
+        """Queued jobs of these entrypoints (only those with these ids, when given): whether
+        one is due now (limits ignored), and the seconds until the earliest one that is not.
+        Reads every queued job of the entrypoints: for idle workers, not for each claim."""
         ...
 
     async def finish(

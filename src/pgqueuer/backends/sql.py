@@ -36,6 +36,7 @@ from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
     ActiveWorker,
     BacklogEntry,
+    DueOutlook,
     EntrypointLimit,
     ErrorInfo,
     FiredTick,
@@ -598,6 +599,18 @@ class SqlBackend:
     async def has_runnable(self, entrypoints: Sequence[str]) -> bool:
         rows = await self.connector.fetch(self.sql.has_runnable, list(entrypoints))
         return bool(rows[0]["present"])
+
+    async def next_due(
+        self, entrypoints: Sequence[str], job_ids: Sequence[JobId] | None = None
+    ) -> DueOutlook:
+        if job_ids is None:
+            rows = await self.connector.fetch(self.sql.next_due, list(entrypoints))
+        else:
+            rows = await self.connector.fetch(
+                self.sql.next_due_of_jobs, list(entrypoints), id_list(job_ids)
+            )
+        next_in = rows[0]["next_in"]
+        return DueOutlook(bool(rows[0]["runnable"]), None if next_in is None else float(next_in))
 
     async def finish(
         self, outcomes: Sequence[Outcome], worker_id: UUID | None = None, *, resent: bool = False

@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timedelta
 
 from pgqueuer.api import PgQueuer
-from pgqueuer.backends.protocol import CANCEL_NOTICE, HEALTH_PREFIX, WAKE_PREFIX
+from pgqueuer.backends.protocol import CANCEL_NOTICE, HEALTH_PREFIX, WAKE_PREFIX, parse_due
 from pgqueuer.cli.connection import Session
 from pgqueuer.cli.errors import EXIT_OK
 from pgqueuer.cli.output import age, emit, emit_json, note, shorten, table
@@ -158,6 +158,8 @@ async def dashboard(args: argparse.Namespace, session: Session) -> int:
 def describe_notification(payload: str) -> str:
     if payload.startswith(WAKE_PREFIX):
         return f"work available for {payload[len(WAKE_PREFIX) :]!r}"
+    if (due := parse_due(payload)) is not None:
+        return f"work for {due[0]!r} due in {due[1]:.3g}s"
     if payload == CANCEL_NOTICE:
         return "cancellation requested"
     if payload.startswith(HEALTH_PREFIX):

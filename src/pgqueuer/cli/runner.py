@@ -226,7 +226,10 @@ def register(commands: Commands) -> None:
         "--mode",
         choices=[mode.value for mode in QueueExecutionMode],
         default="continuous",
-        help="continuous (default) or drain: stop when no runnable job is left",
+        help=(
+            "continuous (default) or drain: stop when no job of the worker's tasks is queued, "
+            "waiting for deferred ones until they are due"
+        ),
     )
     parser.add_argument(
         "--max-concurrent-tasks",
@@ -243,7 +246,7 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="run the jobs that are runnable now, then exit",
+        help="run the jobs that are due (and the retries of those), then exit",
     )
     parser.add_argument(
         "--timeout",

@@ -5,8 +5,9 @@ in pgqueuer 1.x); each ``run()`` builds a :class:`WorkerRun` that owns the loops
 
 claim loop      claim up to ``batch_size`` jobs (never more than free local capacity); a full
                 batch means claim again at once, a short one means wait for a NOTIFY naming
-                one of our entrypoints, a freed slot, or ``poll_interval`` (polling is the
-                guarantee, NOTIFY only the hint)
+                one of our entrypoints, a freed slot, the time a deferred or retried job of
+                ours is due, or ``poll_interval`` (polling is the guarantee, NOTIFY and the
+                due times only the hint)
 outcome writer  one statement per batch of finished runs (see ``core/outcomes.py``); on
                 a single connection the claim loop carries them in a later claim
                 instead, while it claims batch after batch (``claim_and_finish``)
@@ -22,6 +23,7 @@ outage (``core/backoff.py``), and leases fence whatever a stalled worker writes 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import signal
@@ -34,7 +36,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 from uuid import UUID, uuid4
 
-from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, QueueBackend
+from pgqueuer.backends.protocol import CANCEL_NOTICE, WAKE_PREFIX, QueueBackend, parse_due
 from pgqueuer.config import (
     DEFAULT_MAX_CRASHES,
     DEFAULT_POLL_INTERVAL,
@@ -67,6 +69,7 @@ from pgqueuer.faultpoints import faultpoint
 from pgqueuer.models import (
     CancellationScope,
     Context,
+    DueOutlook,
     EntrypointLimit,
     ErrorInfo,
     HealthCheckEvent,
@@ -104,6 +107,10 @@ CANCELLED_FLUSH_TIMEOUT = 2.0
 # At the end of a run, putting back what it claimed and never started (one statement) waits
 # at most this long (seconds): a lost database must not hold up the stop.
 UNSTARTED_RELEASE_TIMEOUT = 2.0
+# Due times of deferred jobs an idle worker remembers, to wake when each is due (_wake_in).
+# Past this the latest are forgotten, and read again from the store when the last one kept
+# comes due.
+DUE_MEMORY = 1000
 ON_FAILURE_VALUES = ("delete", "hold")
 MAX_ENTRYPOINT_LENGTH = 200
 
@@ -432,7 +439,11 @@ class QueueManager:
     ) -> None:
         """Claim and run jobs until stopped.
 
-        ``once=True`` (or ``mode=drain``) returns when no runnable job is left.
+        ``once=True`` returns when no job is runnable, none is running, and none of the
+        jobs it ran waits for a retry (a job put back with a delay is not finished: the run
+        waits for it, and runs it when it is due); jobs enqueued to run later are left for
+        later. ``mode=QueueExecutionMode.drain`` (pgqueuer 1.x) returns only once no job of
+        its entrypoints is queued at all, waiting for deferred ones until they are due.
         ``timeout`` bounds the whole call: at the deadline claiming stops and jobs still
         running are cancelled and released back to the queue. Setting ``self.shutdown``
         (or SIGINT/SIGTERM with ``handle_signals``) stops claiming and gives running jobs
@@ -476,6 +487,7 @@ class QueueManager:
             self,
             settings,
             once=once or mode == QueueExecutionMode.drain,
+            drain=mode == QueueExecutionMode.drain,
             deadline=None if deadline is None else started + deadline,
             shutdown_on_listener_failure=shutdown_on_listener_failure,
         )
@@ -542,17 +554,21 @@ class WorkerRun:
         once: bool,
         deadline: float | None,
         shutdown_on_listener_failure: bool,
+        drain: bool = False,
     ) -> None:
         self.manager = manager
         self.backend = manager.backend
         self.settings = settings
-        self.once = once
+        # once: stop when idle (see QueueManager.run); drain: and only when nothing is queued.
+        self.once = once or drain
+        self.drain = drain
         self.deadline = deadline
         self.shutdown_on_listener_failure = shutdown_on_listener_failure
         self.registrations = dict(manager.registrations)
         self.entrypoints = [
             EntrypointLimit(name, reg.concurrency_limit) for name, reg in self.registrations.items()
         ]
+        self.task_names = [e.name for e in self.entrypoints]
         self.loop = asyncio.get_running_loop()
         self.running: dict[JobId, tuple[Job, asyncio.Task[None]]] = {}
         # Full batches whose tasks start once the next claim is on its way (_defer_start).
@@ -564,6 +580,15 @@ class WorkerRun:
         self.ended: dict[JobId, int] = {}
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
+        # When known deferred jobs come due (loop time, re-read the next one afterwards),
+        # earliest first; a timer wakes the claim loop at the first (_wake_in).
+        self.due_times: list[tuple[float, bool]] = []
+        self.due_timer: asyncio.TimerHandle | None = None
+        # Read when the next deferred job is due at the next short claim: at the start, when
+        # LISTEN is back (notices may have been missed), after a due time read from the store.
+        self.resync = True
+        self.requeues_unsettled = 0  # outcomes putting a job back, not written yet
+        self.retried: set[JobId] = set()  # once: jobs we put back, maybe still queued
         self.heartbeat_now = asyncio.Event()
         self.force_stop = asyncio.Event()
         self.stopping = False
@@ -582,7 +607,7 @@ class WorkerRun:
         self.listener = ListenerSupervisor(
             self.backend,
             self._on_notification,
-            on_restored=self.wake.set,
+            on_restored=self._on_listener_restored,
             poll_interval=settings.poll_interval,
             probe_timeout=settings.listener_probe_timeout,
             health_interval=settings.listener_health_interval,
@@ -756,8 +781,16 @@ class WorkerRun:
         if payload.startswith(WAKE_PREFIX):
             if payload[len(WAKE_PREFIX) :] in self.registrations:
                 self.wake.set()
-        elif payload == CANCEL_NOTICE and self.running:
-            self.heartbeat_now.set()
+        elif payload == CANCEL_NOTICE:
+            if self.running:
+                self.heartbeat_now.set()
+        elif (due := parse_due(payload)) is not None and due[0] in self.registrations:
+            # The notice names the earliest job of its enqueue: re-read the next one then.
+            self._wake_in(due[1], resync=True)
+
+    def _on_listener_restored(self) -> None:
+        self.resync = True  # due notices sent while LISTEN was down are lost
+        self.wake.set()
 
     # ---- claiming -----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -766,6 +799,8 @@ class WorkerRun:
         finally:
             self._start_deferred()  # whatever was claimed runs (or is released) as usual
             self.writer.release()
+            if self.due_timer is not None:
+                self.due_timer.cancel()
 
     async def _claim_batches(self) -> None:
         backoff = Backoff(maximum=self.settings.reconnect_backoff_max)
@@ -832,18 +867,27 @@ class WorkerRun:
             for job in jobs:
                 self._start(job)
             self.writer.release()
-            if self.once:
-                if not jobs and not self.running:
-                    if not await self._blocked_by_limits():
+            # A once run with jobs running waits for a free slot (cleared before any await:
+            # a job may end meanwhile); otherwise for a wake-up, a due time or the poll.
+            wait_for_slot = self.once and bool(self.running)
+            if wait_for_slot:
+                self.slot_freed.clear()
+            try:
+                if self.once and not jobs and not self.running:
+                    if await self._finished():
                         return
-                    # Runnable jobs wait for a fleet-wide concurrency slot held elsewhere.
-                    await self._wait_event(self.wake, self.settings.poll_interval)
-                    continue
-                if self.running:  # not when every job of the batch is over (eager tasks)
-                    self.slot_freed.clear()
-                    await self.slot_freed.wait()
+                elif self.resync:
+                    await self._resync()
+            except DatabaseUnavailableError as exc:
+                if isinstance(exc, ConnectionClosedError):
+                    raise  # it cannot come back: the run ends (see the claim above)
+                self.outage.failed("reading when queued jobs are due", exc)
+                await self._sleep_unless_stopping(backoff.next_delay())
                 continue
-            await self._wait_event(self.wake, self.settings.poll_interval)
+            if wait_for_slot:
+                await self.slot_freed.wait()
+            else:
+                await self._wait_event(self.wake, self.settings.poll_interval)
 
     async def _claim(self, want: int, outcomes: list[Outcome]) -> tuple[Sequence[Job], set[JobId]]:
         worker_id = self.manager.queue_manager_id
@@ -859,6 +903,81 @@ class WorkerRun:
     async def _blocked_by_limits(self) -> bool:
         limited = [e.name for e in self.entrypoints if e.concurrency_limit > 0]
         return bool(limited) and await self.backend.has_runnable(limited)
+
+    async def _finished(self) -> bool:
+        """A once/drain run claimed nothing and runs nothing: may it end? If not, what it
+        waits for is due at the time armed here (or when a concurrency slot held elsewhere
+        frees, or a job is enqueued: wake-ups and the poll)."""
+        if self.drain:
+            # pgqueuer 1.x: until no job of ours is queued, deferred ones included.
+            outlook = await self.backend.next_due(self.task_names)
+        else:
+            # Runnable now means: it waits for a fleet-wide concurrency slot.
+            outlook = DueOutlook(await self._blocked_by_limits(), None)
+            if self.retried:
+                # A job we ran and put back for a retry is not finished; one that another
+                # worker took, or that was cancelled, is no longer ours to wait for.
+                mine = await self.backend.next_due(self.task_names, list(self.retried))
+                if mine.empty:
+                    self.retried.clear()
+                outlook = DueOutlook(outlook.runnable or mine.runnable, mine.next_in)
+        self.resync = False
+        if outlook.next_in is not None:
+            self._wake_in(outlook.next_in, resync=True)
+        return outlook.empty
+
+    async def _resync(self) -> None:
+        """Arm a wake-up for the next deferred job of ours, as the store says."""
+        outlook = await self.backend.next_due(self.task_names)
+        self.resync = False
+        if outlook.next_in is not None:
+            # Only the earliest comes back: read the next one when it is due.
+            self._wake_in(outlook.next_in, resync=True)
+
+    def _wake_in(self, seconds: float, *, resync: bool, now: float | None = None) -> None:
+        """Wake the claim loop when a job becomes due ``seconds`` after ``now`` (the loop's
+        time; by default the present). ``resync``: read the next due time from the store
+        afterwards. Every source of these times (the store's answer, a due notice, our own
+        retry once written) counts from a moment at or after the job's own clock started,
+        so the wake-up is never early, only a little late."""
+        if self.stopping:
+            return  # no more claims (released jobs are put back as the run ends)
+        due = self.due_times
+        entry = ((self.loop.time() if now is None else now) + max(seconds, 0.0), resync)
+        if resync:
+            # The re-read after one finds every job due later: only the earliest is kept
+            # (a drain waiting for a job an hour away asks the store once per poll).
+            kept = next((e for e in due if e[1]), None)
+            if kept is not None:
+                if kept[0] <= entry[0]:
+                    return
+                due.remove(kept)
+        bisect.insort(due, entry)
+        if len(due) > DUE_MEMORY:
+            due.pop()
+            due[-1] = (due[-1][0], True)  # the latest kept: re-read what was forgotten
+        if due[0] is entry:
+            self._arm_due_timer()
+
+    def _arm_due_timer(self) -> None:
+        if self.due_timer is not None:
+            self.due_timer.cancel()
+        self.due_timer = (
+            self.loop.call_at(self.due_times[0][0], self._on_due) if self.due_times else None
+        )
+
+    def _on_due(self) -> None:
+        self.due_timer = None
+        now = self.loop.time()
+        due = self.due_times
+        ended = 0
+        while ended < len(due) and due[ended][0] <= now:
+            self.resync = self.resync or due[ended][1]
+            ended += 1
+        del due[:ended]
+        self._arm_due_timer()
+        self.wake.set()
+        self.slot_freed.set()  # a once run with jobs running waits for this one instead
 
     async def _wait_event(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -910,6 +1029,8 @@ class WorkerRun:
             outcome = await self._execute(job, context)
             if outcome is not None:
                 faultpoint("handler_after_return")
+                if outcome.status == "queued":
+                    self.requeues_unsettled += 1  # see _note_requeued
                 self.writer.add(outcome)
                 self._remember_ended(job)
         finally:
@@ -1031,6 +1152,19 @@ class WorkerRun:
         else:
             logger.info("stopping job %s (%s): %s", job_id, job.entrypoint, reason)
 
+    def _note_requeued(self, outcomes: list[Outcome], accepted: set[JobId]) -> None:
+        """Jobs just put back in the queue (retries): wake when each is due. Its due time
+        is the write's now() plus the delay, so counting the delay from here is never early."""
+        written = self.loop.time()  # one moment for the batch: equal delays, one wake-up
+        for outcome in outcomes:
+            if outcome.status != "queued":
+                continue
+            self.requeues_unsettled -= 1
+            if outcome.job_id in accepted:
+                if self.once:
+                    self.retried.add(outcome.job_id)
+                self._wake_in(outcome.retry_delay, resync=False, now=written)
+
     def _remember_ended(self, job: Job) -> None:
         ended = self.ended
         ended[job.id] = job.lease
@@ -1049,6 +1183,8 @@ class WorkerRun:
         accepted: set[JobId],
         resent: frozenset[JobId] = frozenset(),
     ) -> None:
+        if self.requeues_unsettled:
+            self._note_requeued(outcomes, accepted)
         if len(accepted) == len(outcomes):  # ids are distinct: every outcome was accepted
             return
         for outcome in outcomes:

@@ -159,14 +159,25 @@ inserted AS (
     ORDER BY ord
 """
 
+# Deferred jobs notify too ('d:<seconds>:<entrypoint>', the seconds until the entrypoint's
+# earliest new job is due, counted from now()): an idle worker then wakes when it is due
+# instead of at its next poll. Only this statement takes a delay or a run_at.
 _ENQUEUE_TAIL: Final = """
     RETURNING j.id, j.entrypoint, j.execute_after, j.dedupe_key
 ),
 woken AS (
     SELECT count(pg_notify($9::text, 'w:' || e.entrypoint)) AS n
     FROM (SELECT DISTINCT entrypoint FROM inserted WHERE execute_after <= now()) e
+),
+due AS (
+    SELECT count(pg_notify(
+               $9::text, 'd:' || date_part('epoch', d.first - now())::text || ':' || d.entrypoint
+           )) AS n
+    FROM (SELECT entrypoint, min(execute_after) AS first FROM inserted
+          WHERE execute_after > now() GROUP BY entrypoint) d
 )
-SELECT i.id, i.dedupe_key, (SELECT n FROM woken) AS woken FROM inserted i
+SELECT i.id, i.dedupe_key, (SELECT n FROM woken) AS woken, (SELECT n FROM due) AS due
+FROM inserted i
 """
 
 _DEDUPE_TARGET: Final = (
@@ -391,6 +402,25 @@ SELECT EXISTS (
     ) x
 ) AS present
 """
+
+# When queued jobs can run (DueOutlook): one is due now, and the seconds until the earliest
+# one that is not. There is no index on execute_after (it would cost every enqueue and claim
+# a write), so this reads every queued row of the entrypoints through the queued index: it
+# is asked by idle workers (a drain deciding whether to stop, a worker re-reading when to
+# wake next), never by a claim.
+_NEXT_DUE: Final = """
+SELECT coalesce(bool_or(q.execute_after <= now()), false) AS runnable,
+       date_part('epoch', min(q.execute_after) FILTER (WHERE q.execute_after > now()) - now())
+           AS next_in
+FROM {jobs} q
+WHERE q.entrypoint = ANY($1::text[]) AND q.status = 'queued'"""
+
+NEXT_DUE: Final = _NEXT_DUE + "\n"
+# The same for some jobs only (a run(once=True) waiting for the retries it wrote): ids as
+# text, as for outcomes (see _IDS_1).
+NEXT_DUE_OF_JOBS: Final = (
+    _NEXT_DUE + "\n  AND q.id = ANY(string_to_array($2::text, ',')::bigint[])\n"
+)
 
 CLAIM_LOCK: Final = """
 SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || e, 0))
@@ -923,6 +953,8 @@ class Statements:
     claim: str
     claim_lock: str
     has_runnable: str
+    next_due: str
+    next_due_of_jobs: str
     finish: str
     finish_resent: str
     heartbeat: str
@@ -998,6 +1030,8 @@ _TEMPLATES: Final[dict[str, LiteralString]] = {
     "claim": CLAIM,
     "claim_lock": CLAIM_LOCK,
     "has_runnable": HAS_RUNNABLE,
+    "next_due": NEXT_DUE,
+    "next_due_of_jobs": NEXT_DUE_OF_JOBS,
     "finish": FINISH,
     "finish_resent": FINISH_RESENT,
     "heartbeat": HEARTBEAT,
