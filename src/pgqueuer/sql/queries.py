@@ -405,21 +405,32 @@ SELECT EXISTS (
 
 # When queued jobs can run (DueOutlook): one is due now, and the seconds until the earliest
 # one that is not. There is no index on execute_after (it would cost every enqueue and claim
-# a write), so this reads every queued row of the entrypoints through the queued index: it
-# is asked by idle workers (a drain deciding whether to stop, a worker re-reading when to
-# wake next), never by a claim.
-_NEXT_DUE: Final = """
+# a write), so this reads queued rows of the entrypoints through the queued index: it is
+# asked by idle workers (a drain deciding whether to stop, a worker re-reading when to wake
+# next), never by a claim. It reads at most DUE_SCAN_LIMIT rows, so that a queue holding a
+# million deferred jobs costs each question ~1 ms, not ~1 s: past that many, a due job may be
+# missed here and is then found by the next poll's claim (the answer is a hint for waking,
+# never for claiming), and "nothing queued" is still exact.
+DUE_SCAN_LIMIT: Final = 1000
+_NEXT_DUE_HEAD: Final = """
 SELECT coalesce(bool_or(q.execute_after <= now()), false) AS runnable,
        date_part('epoch', min(q.execute_after) FILTER (WHERE q.execute_after > now()) - now())
            AS next_in
-FROM {jobs} q
-WHERE q.entrypoint = ANY($1::text[]) AND q.status = 'queued'"""
+FROM (
+    SELECT q.execute_after FROM {jobs} q
+    WHERE q.entrypoint = ANY($1::text[]) AND q.status = 'queued'"""
+_NEXT_DUE_TAIL: Final = f"""
+    LIMIT {DUE_SCAN_LIMIT}
+) q
+"""
 
-NEXT_DUE: Final = _NEXT_DUE + "\n"
+NEXT_DUE: Final = _NEXT_DUE_HEAD + _NEXT_DUE_TAIL
 # The same for some jobs only (a run(once=True) waiting for the retries it wrote): ids as
 # text, as for outcomes (see _IDS_1).
 NEXT_DUE_OF_JOBS: Final = (
-    _NEXT_DUE + "\n  AND q.id = ANY(string_to_array($2::text, ',')::bigint[])\n"
+    _NEXT_DUE_HEAD
+    + "\n      AND q.id = ANY(string_to_array($2::text, ',')::bigint[])"
+    + _NEXT_DUE_TAIL
 )
 
 CLAIM_LOCK: Final = """
