@@ -588,9 +588,7 @@ class MemoryBackend:
             record.lease_expires_at = None
             record.updated = now
             if record.cancel_requested:
-                record.cancel_requested = False
-                record.finished_at = now
-                self._set_status(record, "canceled")
+                self._end_cancelled(record, now)
                 report.poisoned.append(record.id)
             elif record.crashes >= max_crashes:
                 record.error = ErrorInfo("WorkerCrashed", f"worker crashed {record.crashes} times")
@@ -604,6 +602,12 @@ class MemoryBackend:
         for entrypoint in sorted({self._jobs[i].entrypoint for i in report.requeued}):
             self._publish(WAKE_PREFIX + entrypoint)
         return report
+
+    def _end_cancelled(self, record: _Record, now: datetime) -> None:
+        """A picked job asked to cancel, whose run is over without an outcome: cancelled."""
+        record.cancel_requested = False
+        record.finished_at = now
+        self._set_status(record, "canceled")
 
     async def release_unstarted(self, worker_id: UUID, keep: Sequence[JobId]) -> list[JobId]:
         self._require_schema()
@@ -621,9 +625,7 @@ class MemoryBackend:
             record.lease_expires_at = None
             record.updated = now
             if record.cancel_requested:
-                record.cancel_requested = False
-                record.finished_at = now
-                self._set_status(record, "canceled")
+                self._end_cancelled(record, now)
             else:
                 record.finished_at = None
                 self._set_status(record, "queued")
